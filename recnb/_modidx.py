@@ -46,6 +46,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'recnb.data.require_known': ('data.html#require_known', 'recnb/data.py'),
                             'recnb.data.require_text': ('data.html#require_text', 'recnb/data.py'),
                             'recnb.data.require_unique': ('data.html#require_unique', 'recnb/data.py'),
+                            'recnb.data.sample_search_data': ('data.html#sample_search_data', 'recnb/data.py'),
                             'recnb.data.split_queries': ('data.html#split_queries', 'recnb/data.py'),
                             'recnb.data.summarize': ('data.html#summarize', 'recnb/data.py'),
                             'recnb.data.synthetic': ('data.html#synthetic', 'recnb/data.py')}}}
