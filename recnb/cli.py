@@ -75,6 +75,95 @@ def evaluate(
         json_out.write_text(json.dumps({"dataset": name, "split": split, "items": summary["items"], "results": results}, indent=2))
 
 
+def _fail(message: str, code: int = 2):
+    typer.secho(message, fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def _parse_sets(sets: list[str]) -> dict:
+    import yaml
+    from recnb.experiment import _Loader
+    out = {}
+    for item in sets:
+        if "=" not in item: _fail(f"error: --set takes key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.load(value, Loader=_Loader)
+    return out
+
+
+@app.command("run")
+def run_command(
+    params_file: Path = typer.Argument(..., help="a parameter file, e.g. params/default.yaml"),
+    run_dir: Optional[Path] = typer.Option(None, help="where the run goes; runs_dir/<name> when omitted"),
+    set_: list[str] = typer.Option([], "--set", help="override a parameter: --set train.lr=3e-5 (repeatable)"),
+    kernel: Optional[str] = typer.Option(None, help="Jupyter kernel; the kernel_name setting when omitted"),
+):
+    "Run the experiment notebook for one parameter file with papermill (live output); writes the run directory."
+    from recnb.config import load_settings
+    from recnb.experiment import ParamsError, load_params
+    from recnb.sweep import run_with_papermill
+    overrides = _parse_sets(set_)
+    try: params = load_params(params_file, overrides)
+    except ParamsError as e: _fail(f"error: {e}")
+    run_dir = run_dir or Path(load_settings().runs_dir) / params.name
+    typer.echo(f"recnb run {params.name!r} → {run_dir}")
+    code = run_with_papermill(params_file, run_dir, kernel, overrides=overrides)
+    if code: _fail(f"run failed (papermill exit code {code}); the executed notebook is {run_dir / 'executed.ipynb'}", code)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    from recnb.metrics import metric_table
+    typer.echo(f"model: {metrics['model']}\n" + metric_table(metrics["valid"]).to_string())
+
+
+@app.command()
+def sweep(
+    sweep_file: Path = typer.Argument(..., help="a sweep file, e.g. params/sweep-default.yaml"),
+    jobs: int = typer.Option(1, help="parameter sets run at once, each its own papermill process"),
+    resume: bool = typer.Option(False, help="skip runs that already finished"),
+    out: Optional[Path] = typer.Option(None, help="sweep folder; runs_dir/<sweep name> when omitted"),
+    kernel: Optional[str] = typer.Option(None, help="Jupyter kernel; the kernel_name setting when omitted"),
+):
+    "Run every parameter set of a sweep, rank them on validation, pick the winner and apply the gate."
+    import time
+    from recnb.experiment import ParamsError
+    from recnb.sweep import pick_winner, run_sweep, sweep_dir, expand
+    try: spec, _ = expand(sweep_file)
+    except ParamsError as e: _fail(f"error: {e}")
+    out = out or sweep_dir(sweep_file, spec)
+    start = time.time()
+    board = run_sweep(sweep_file, out, jobs=jobs, resume=resume, kernel=kernel, echo=typer.echo)
+    typer.echo(board.to_string())
+    typer.echo(f"sweep took {time.time() - start:.0f} s")
+    _report_winner(pick_winner(out))
+
+
+def _report_winner(verdict: dict):
+    if verdict["winner"] is None: _fail(f"no winner: {verdict.get('reason')}", 1)
+    typer.echo(f"winner: {verdict['winner']} ({verdict['model']}), valid {verdict['metric']} {verdict['valid']:.4f}, test {verdict['test']:.4f}")
+    for check in verdict["gate"]:
+        if "baseline_valid" in check:
+            typer.echo(f"  gate vs {check['baseline']}: {check['model_valid']:.4f} ≥ {check['baseline_valid']:.4f} + {check['margin']} → {'pass' if check['passed'] else 'FAIL'}")
+        else: typer.echo(f"  gate vs {check['baseline']}: FAIL ({check['reason']})")
+    if not verdict["passed"]: _fail("the winner does not pass the gate: refused", 1)
+    typer.echo("gate: passed")
+
+
+@app.command()
+def leaderboard(out: Path = typer.Argument(..., help="a sweep folder")):
+    "Print (and rewrite) a sweep's leaderboard, sorted by the validation metric."
+    from recnb.sweep import leaderboard as board
+    if not out.is_dir(): _fail(f"error: {out} is not a sweep folder")
+    typer.echo(board(out).to_string())
+    typer.echo(f"written: {out / 'leaderboard.csv'}, {out / 'leaderboard.png'}")
+
+
+@app.command()
+def winner(out: Path = typer.Argument(..., help="a sweep folder")):
+    "Name the sweep's winner (chosen on validation) and apply the gate; exit 1 if it fails."
+    from recnb.sweep import pick_winner
+    if not out.is_dir(): _fail(f"error: {out} is not a sweep folder")
+    _report_winner(pick_winner(out))
+
+
 @app.command()
 def demo(seed: int = typer.Option(0, help="seed of the synthetic shop")):
     "The main job on the embedded default: build the synthetic shop and summarize it."

@@ -1,0 +1,59 @@
+"Fine-tuning: a run killed mid-epoch resumes from its checkpoint and finishes; CPU runs are reproducible."
+import json, os, subprocess, sys, textwrap
+from pathlib import Path
+import pytest
+
+SMALL = "synthetic(n_items=300, n_queries=100, n_users=10, seed=0).search"
+FIT = "dict(epochs=2, batch_size=16, tracker='disabled', checkpoint_every_n_steps=2, negatives='bm25', max_val_queries=20)"
+
+
+def _script(out: Path, kill_at_step: int | None) -> str:
+    return textwrap.dedent(f"""
+        import os, signal, json
+        import pytorch_lightning as pl
+        from recnb.data import synthetic
+        from recnb.model import fit
+        class Kill(pl.Callback):
+            def on_train_batch_end(self, trainer, *args):
+                if {kill_at_step!r} is not None and trainer.global_step == {kill_at_step!r}:
+                    os.kill(os.getpid(), signal.SIGKILL)   # no clean-up, like a lost machine
+        r = fit({SMALL}, {str(out)!r}, callbacks=[Kill()], **{FIT})
+        print(json.dumps({{"resumed_from": r.resumed_from, "history": r.history, "best": r.best_score}}))
+    """)
+
+
+def test_killed_run_resumes_and_finishes(tmp_path):
+    out = tmp_path / "run"
+    killed = subprocess.run([sys.executable, "-c", _script(out, kill_at_step=7)], capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (out / "checkpoints" / "last.ckpt").exists() and not (out / "model").exists()
+    import torch
+    saved = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert 0 < saved["global_step"] < 7 and saved["global_step"] % 2 == 0
+    resumed = subprocess.run([sys.executable, "-c", _script(out, kill_at_step=None)], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    result = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert result["resumed_from"].endswith("last.ckpt")
+    assert [row["epoch"] for row in result["history"]] == [0, 1]
+    assert (out / "model" / "model.safetensors").exists() and (out / "model" / "tokenizer.json").exists()
+
+
+def test_same_seed_same_validation_metrics_on_cpu(tmp_path):
+    from recnb.data import synthetic
+    from recnb.model import fit
+    data = synthetic(n_items=300, n_queries=100, n_users=10, seed=0).search
+    runs = [fit(data, tmp_path / f"r{i}", epochs=1, batch_size=16, max_steps=4, tracker="disabled", max_val_queries=20,
+                negatives="bm25") for i in range(2)]
+    keys = ("val_ndcg@10", "val_loss")
+    first, second = ([{k: row[k] for k in keys} for row in r.history] for r in runs)
+    assert first == second and first
+
+
+def test_trained_model_loads_as_an_encoder(tmp_path):
+    from recnb.data import synthetic
+    from recnb.encoder import Encoder
+    from recnb.model import fit
+    data = synthetic(n_items=200, n_queries=60, n_users=5, seed=2).search
+    result = fit(data, tmp_path / "m", epochs=1, batch_size=16, max_steps=2, tracker="disabled", max_val_queries=10)
+    vectors = Encoder(str(result.model_dir)).encode(["grey velvet sofa"])
+    assert vectors.shape == (1, 384)

@@ -1,0 +1,156 @@
+"ItemIndex: exact top-k against a numpy brute force, exclusions, save/load, bad input, a real catalog."
+import numpy as np
+import pytest
+import torch
+from recnb.scorer import ItemIndex, bf16_error_bound
+
+
+def brute_force(items, queries, k, exclude_positions=None):
+    "Scores and top-k positions by scoring every pair in float64 and sorting."
+    scores = queries.astype(np.float64) @ items.astype(np.float64).T
+    if exclude_positions is not None:
+        for row, positions in enumerate(exclude_positions): scores[row, positions] = -np.inf
+    return scores, np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def assert_exact(found, scores, expected, k_ids=10):
+    "Same ids as the brute force in the first `k_ids` ranks (unless an fp32 tie), same scores everywhere."
+    got = found.indices.numpy()
+    width = expected.shape[1]
+    assert got.shape == expected.shape
+    got_scores = np.take_along_axis(scores, np.maximum(got, 0), 1)
+    want_scores = np.take_along_axis(scores, expected, 1)
+    real = np.isfinite(want_scores)
+    assert ((got >= 0) == real).all()
+    assert np.allclose(got_scores[real], want_scores[real], atol=1e-5)
+    head = min(k_ids, width)
+    differ = (got[:, :head] != expected[:, :head]) & real[:, :head]
+    # a differing id is only allowed where the two items' scores tie within fp32 rounding
+    assert np.allclose(got_scores[:, :head][differ], want_scores[:, :head][differ], atol=1e-6)
+    assert differ.sum() <= 0.01 * differ.size + 1
+    assert np.allclose(found.scores.numpy()[real], want_scores[real], atol=1e-4)
+
+
+def unit(rng, n, d):
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "auto"])
+@pytest.mark.parametrize("n_items,d", [(1, 8), (257, 16), (4099, 64), (30011, 384)])
+def test_exact_against_numpy(precision, n_items, d):
+    rng = np.random.default_rng(n_items)
+    items = unit(rng, n_items, d)
+    index = ItemIndex(torch.from_numpy(items), [f"i{j}" for j in range(n_items)], device="cpu",
+                      chunk_size=1000, max_scores=1000 * 50, precision=precision)  # several steps, the last one partial
+    big = n_items > 5000
+    for n_queries in (1, 64) if big else (1, 3, 64, 130):
+        queries = rng.standard_normal((n_queries, d)).astype(np.float32)
+        # k near and past the catalog size on the smaller catalogs (a full ranking of 30k items is slow to check)
+        for k in (1, 10, 100) if big else sorted({1, 10, max(1, n_items - 1), n_items, n_items + 7}):
+            scores, expected = brute_force(items, queries, min(k, n_items))
+            assert_exact(index.search(queries, k), scores, expected)
+    assert index.fallbacks == 0
+
+
+def test_clustered_items_fall_back_and_stay_exact():
+    "Many near-identical items inside the bf16 error band: the candidate test fails and the exact pass answers."
+    rng = np.random.default_rng(7)
+    base = unit(rng, 1, 128)
+    items = (base + 1e-3 * rng.standard_normal((2000, 128))).astype(np.float32)
+    index = ItemIndex(torch.from_numpy(items), [str(j) for j in range(2000)], device="cpu", precision="bf16")
+    queries = np.concatenate([base, unit(rng, 4, 128)]).astype(np.float32)
+    scores, expected = brute_force(items, queries, 10)
+    assert_exact(index.search(queries, 10), scores, expected)
+    assert index.fallbacks >= 1
+    # the exact redo keeps each query's own exclusions
+    left_out = [list(expected[0, :3]), [], list(expected[2, :5]), [], []]
+    scores, expected = brute_force(items, queries, 10, left_out)
+    assert_exact(index.search(queries, 10, exclude=[[str(p) for p in row] for row in left_out]), scores, expected)
+
+
+def test_bf16_error_bound_holds():
+    g = torch.Generator().manual_seed(3)
+    for d in (16, 384, 1024):
+        items = torch.randn(2000, d, generator=g) * torch.rand(2000, 1, generator=g) * 10
+        queries = torch.randn(16, d, generator=g) * 3
+        approx = (queries.bfloat16() @ items.bfloat16().T).double()
+        exact = queries.double() @ items.double().T
+        epsilon, eta = bf16_error_bound(d)
+        bound = epsilon * queries.double().norm(dim=1, keepdim=True) * items.double().norm(dim=1).max() + eta * approx.abs()
+        assert ((approx - exact).abs() <= bound).all()
+
+
+def test_exclusions():
+    rng = np.random.default_rng(1)
+    items = unit(rng, 5000, 32)
+    ids = [f"sku{j}" for j in range(5000)]
+    queries = unit(rng, 20, 32)
+    positions = [rng.choice(5000, size=int(rng.integers(0, 40)), replace=False) for _ in range(20)]
+    for precision in ("fp32", "bf16"):
+        index = ItemIndex(torch.from_numpy(items), ids, device="cpu", chunk_size=512, max_scores=512 * 8, precision=precision)
+        exclude = [[ids[p] for p in row] + ["not-in-catalog"] for row in positions]
+        found = index.search(queries, 10, exclude=exclude)
+        scores, expected = brute_force(items, queries, 10, positions)
+        assert_exact(found, scores, expected)
+        for row, got in zip(positions, found.ids): assert not set(got) & {ids[p] for p in row}
+    # exclusions leaving fewer than k items: padded with -inf / -1, ids list shorter
+    small = ItemIndex(torch.from_numpy(items[:5]), ids[:5], device="cpu")
+    found = small.search(queries[:2], k=4, exclude=[ids[:3], []])
+    assert found.ids[0] and len(found.ids[0]) == 2 and len(found.ids[1]) == 4
+    assert found.indices[0, 2:].tolist() == [-1, -1] and torch.isneginf(found.scores[0, 2:]).all()
+    assert small.search(queries[:1], k=3, exclude=[ids[:5]]).ids == [[]]
+
+
+def test_save_load_round_trip(tmp_path):
+    rng = np.random.default_rng(2)
+    items = rng.standard_normal((1234, 48)).astype(np.float32)
+    ids = [f"item-{j}" for j in range(1234)]
+    index = ItemIndex(torch.from_numpy(items), ids, device="cpu", chunk_size=300, precision="bf16")
+    index.save(tmp_path / "index")
+    again = ItemIndex.load(tmp_path / "index", device="cpu")
+    assert again.ids == ids and torch.equal(again.vectors, index.vectors)
+    assert (again.chunk_size, again.precision) == (300, "bf16")
+    queries = rng.standard_normal((5, 48)).astype(np.float32)
+    a, b = index.search(queries, 7), again.search(queries, 7)
+    assert a.ids == b.ids and torch.equal(a.scores, b.scores)
+    with pytest.raises(FileNotFoundError, match="ids.json"):
+        (tmp_path / "index" / "ids.json").unlink(); ItemIndex.load(tmp_path / "index")
+
+
+def test_bad_input():
+    index = ItemIndex(torch.randn(10, 4), [str(j) for j in range(10)], device="cpu")
+    with pytest.raises(ValueError, match=r"shape \(n_queries, 4\)"): index.search(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match=r"shape"): index.search(torch.zeros(2, 2, 4))
+    for k in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="positive integer"): index.search(torch.zeros(1, 4), k=k)
+    with pytest.raises(ValueError, match="NaN"): index.search(torch.full((1, 4), float("nan")))
+    with pytest.raises(ValueError, match="one list"): index.search(torch.zeros(2, 4), exclude=[["1"]])
+    with pytest.raises(ValueError, match="string"): index.search(torch.zeros(1, 4), exclude=["1"])
+    with pytest.raises(ValueError, match="ids"): ItemIndex(torch.randn(3, 4), ["a", "b"])
+    with pytest.raises(ValueError, match="unique"): ItemIndex(torch.randn(2, 4), ["a", "a"])
+    assert index.search(torch.zeros(4), k=3).indices.shape == (1, 3)  # a single (d,) query is fine
+
+
+def test_real_catalog_keyword_vectors(homedepot):
+    "Home Depot titles with keyword-count vectors: the index ranks exactly as counting shared keywords does."
+    catalog = homedepot.catalog
+    words = ["drill", "lamp", "paint", "white", "door", "led", "steel", "wood", "black", "light", "pvc", "brass"]
+
+    class KeywordEncoder:
+        def encode(self, texts):
+            return torch.tensor([[float(w in t.lower().split()) for w in words] for t in texts])
+
+    encoder = KeywordEncoder()
+    index = ItemIndex.build(encoder, catalog, device="cpu", precision="bf16")
+    assert len(index) == len(catalog) == 54667
+    queries = ["white led light", "black steel door", "brass lamp", "drill"]
+    vectors = encoder.encode(queries)
+    found = index.search(vectors, k=20)
+    counts = index.vectors.numpy() @ vectors.numpy().T
+    for row, query in enumerate(queries):
+        best = counts[:, row].max()
+        assert found.scores[row, 0] == best >= 1
+        # every returned item carries the best count or sits in the right order, and no better item is left out
+        got = counts[catalog.positions(found.ids[row]), row]
+        assert (np.diff(got) <= 0).all() and got[-1] >= np.sort(counts[:, row])[-20]
