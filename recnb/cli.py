@@ -165,14 +165,23 @@ def winner(out: Path = typer.Argument(..., help="a sweep folder")):
 
 
 @app.command()
-def demo(seed: int = typer.Option(0, help="seed of the synthetic shop")):
-    "The main job on the embedded default: build the synthetic shop and summarize it."
+def demo(
+    params_file: Optional[Path] = typer.Option(None, help="parameter file; the project's params/default.yaml when omitted"),
+):
+    "The main job on the embedded default: summarize the synthetic shop, then run the whole pipeline with papermill."
     import time
-    from recnb.data import summarize, synthetic
+    from recnb.config import find_settings_file
+    from recnb.data import summarize
+    from recnb.experiment import load_params, load_run_data
+    root = (find_settings_file() or Path.cwd()).parent
+    params_file = params_file or root / "params" / "default.yaml"
     start = time.perf_counter()
-    shop = synthetic(seed=seed)
-    typer.echo(f"built the synthetic shop (seed {seed}) in {time.perf_counter() - start:.2f} s")
-    typer.echo(json.dumps({"search": summarize(shop.search), "recommendation": summarize(shop.rec)}, indent=2))
+    params = load_params(params_file)
+    data = load_run_data(params)
+    typer.echo(f"built the {data.name} dataset (seed {params.seed}) in {time.perf_counter() - start:.2f} s")
+    typer.echo(json.dumps(summarize(data), indent=2))
+    run_command(params_file, None, [], None)
+    typer.echo(f"demo finished in {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

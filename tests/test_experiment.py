@@ -51,7 +51,9 @@ def test_papermill_run_writes_the_run_directory(first_run):
     assert (first_run / "model" / "model.safetensors").exists()
     import nbformat
     nb = nbformat.read(first_run / "executed.ipynb", as_version=4)
-    assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    tags = [c.metadata.get("tags", []) for c in nb.cells]
+    at = tags.index(["injected-parameters"])
+    assert "parameters" in tags[at - 1], "papermill injects right after the cell tagged `parameters` (kept by nbdev-clean)"
 
 
 def test_run_reproduces_from_its_params_yaml(first_run, tmp_path):
