@@ -4,7 +4,9 @@ from pathlib import Path
 import pytest
 
 SMALL = "synthetic(n_items=300, n_queries=100, n_users=10, seed=0).search"
-FIT = "dict(epochs=2, batch_size=16, tracker='disabled', checkpoint_every_n_steps=2, negatives='bm25', max_val_queries=20)"
+# about 10 steps per epoch: the kill at step 7 lands mid-epoch
+FIT = ("dict(epochs=2, batch_size=16, tracker='disabled', checkpoint_every_n_steps=2, negatives='bm25', max_val_queries=20,"
+       " max_positives_per_query=2)")
 
 
 def _script(out: Path, kill_at_step: int | None) -> str:
@@ -24,13 +26,13 @@ def _script(out: Path, kill_at_step: int | None) -> str:
 
 def test_killed_run_resumes_and_finishes(tmp_path):
     out = tmp_path / "run"
-    killed = subprocess.run([sys.executable, "-c", _script(out, kill_at_step=7)], capture_output=True, text=True, timeout=600)
+    killed = subprocess.run([sys.executable, "-c", _script(out, kill_at_step=7)], capture_output=True, text=True, timeout=1200)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert (out / "checkpoints" / "last.ckpt").exists() and not (out / "model").exists()
     import torch
     saved = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert 0 < saved["global_step"] < 7 and saved["global_step"] % 2 == 0
-    resumed = subprocess.run([sys.executable, "-c", _script(out, kill_at_step=None)], capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run([sys.executable, "-c", _script(out, kill_at_step=None)], capture_output=True, text=True, timeout=1200)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     result = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert result["resumed_from"].endswith("last.ckpt")
