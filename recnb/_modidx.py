@@ -175,6 +175,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'recnb.model._Throughput.on_train_batch_end': ('model.html#_throughput.on_train_batch_end', 'recnb/model.py'),
                              'recnb.model._Throughput.on_train_batch_start': ( 'model.html#_throughput.on_train_batch_start',
                                                                                'recnb/model.py'),
+                             'recnb.model._resumable': ('model.html#_resumable', 'recnb/model.py'),
                              'recnb.model.catalog_validation': ('model.html#catalog_validation', 'recnb/model.py'),
                              'recnb.model.encode_with': ('model.html#encode_with', 'recnb/model.py'),
                              'recnb.model.fit': ('model.html#fit', 'recnb/model.py'),

@@ -59,3 +59,15 @@ def test_trained_model_loads_as_an_encoder(tmp_path):
     result = fit(data, tmp_path / "m", epochs=1, batch_size=16, max_steps=2, tracker="disabled", max_val_queries=10)
     vectors = Encoder(str(result.model_dir)).encode(["grey velvet sofa"])
     assert vectors.shape == (1, 384)
+
+
+def test_checkpoints_of_other_parameters_are_not_resumed(tmp_path):
+    from recnb.data import synthetic
+    from recnb.model import fit
+    data = synthetic(n_items=200, n_queries=60, n_users=5, seed=2).search
+    common = dict(epochs=1, batch_size=16, max_steps=2, tracker="disabled", max_val_queries=10, checkpoint_every_n_steps=1)
+    first = fit(data, tmp_path / "m", lr=5e-5, **common)
+    assert first.resumed_from is None and (tmp_path / "m" / "checkpoints" / "last.ckpt").exists()
+    other = fit(data, tmp_path / "m", lr=1e-4, **common)
+    assert other.resumed_from is None, "a run with another learning rate must start afresh"
+    assert [row["epoch"] for row in other.history] == [0]
