@@ -15,11 +15,12 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 from .data import Catalog, RecData, SearchData
-from .encoder import Encoder, load_pretrained, pooled_unit_vectors
+from .encoder import Encoder, load_pretrained, pad_token_ids, pooled_unit_vectors
 
 # %% auto #0
-__all__ = ['info_nce', 'RetrievalModule', 'Examples', 'search_examples', 'history_text', 'rec_examples', 'RetrievalDataModule',
-           'encode_with', 'catalog_validation', 'FitResult', 'fit', 'save_towers']
+__all__ = ['info_nce', 'tokenize_in_buckets', 'bucketed_unit_vectors', 'RetrievalModule', 'Examples', 'search_examples',
+           'history_text', 'rec_examples', 'RetrievalDataModule', 'encode_with', 'catalog_validation', 'FitResult',
+           'fit', 'save_towers']
 
 # %% ../nbs/06_model.ipynb #a039fd4b
 def info_nce(
@@ -42,6 +43,28 @@ def info_nce(
     return loss
 
 # %% ../nbs/06_model.ipynb #4c352fab
+def tokenize_in_buckets(
+    tokenizer,
+    texts: Sequence[str],
+    max_length: int = 64,  # tokens kept per text
+    buckets: int = 4,      # groups of similar length (1: one padded batch)
+) -> list[dict[str, torch.Tensor]]:
+    "`texts` tokenised in up to `buckets` groups sorted by length, each with `rows`: its texts' positions in `texts`."
+    token_ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    order = np.argsort([len(t) for t in token_ids], kind="stable")
+    groups = []
+    for rows in np.array_split(order, max(1, min(buckets, len(texts)))):
+        group = pad_token_ids([token_ids[i] for i in rows], tokenizer.pad_token_id or 0)
+        group["rows"] = torch.from_numpy(rows)
+        groups.append(group)
+    return groups
+
+def bucketed_unit_vectors(model, groups: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    "Unit vectors (with gradients) of texts tokenised by `tokenize_in_buckets`, in the texts' order."
+    vectors = torch.cat([pooled_unit_vectors(model, g) for g in groups])
+    return vectors[torch.argsort(torch.cat([g["rows"] for g in groups]))]
+
+# %% ../nbs/06_model.ipynb #cfc17a60
 class RetrievalModule(pl.LightningModule):
     "Two towers and the InfoNCE loss, trained with AdamW, warmup and linear decay."
     def __init__(
@@ -71,8 +94,8 @@ class RetrievalModule(pl.LightningModule):
     def temperature(self) -> torch.Tensor: return self.log_temperature.clamp(math.log(0.01), math.log(1.0)).exp()
 
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
-        q = pooled_unit_vectors(self.query_tower, batch["queries"])
-        c = pooled_unit_vectors(self.item_tower, batch["items"])
+        q = bucketed_unit_vectors(self.query_tower, batch["queries"])
+        c = bucketed_unit_vectors(self.item_tower, batch["items"])
         loss = info_nce(q, c, batch["mask"], self.temperature, self.hparams.symmetric)
         self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=q.shape[0], sync_dist=True)
         return loss
@@ -93,12 +116,13 @@ class RetrievalModule(pl.LightningModule):
         decay = [p for n, p in self.named_parameters() if p.requires_grad and p.ndim > 1]
         rest = [p for n, p in self.named_parameters() if p.requires_grad and p.ndim <= 1]
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams.weight_decay},
-                                       {"params": rest, "weight_decay": 0.0}], lr=self.hparams.lr)
+                                       {"params": rest, "weight_decay": 0.0}], lr=self.hparams.lr,
+                                      fused=self.device.type in ("cpu", "cuda"))  # one kernel for all parameters
         warmup = int(self.hparams.warmup_ratio * self.hparams.total_steps)
         schedule = get_linear_schedule_with_warmup(optimizer, warmup, self.hparams.total_steps)
         return [optimizer], [{"scheduler": schedule, "interval": "step"}]
 
-# %% ../nbs/06_model.ipynb #1d4c9329
+# %% ../nbs/06_model.ipynb #ae165464
 @dataclass
 class Examples:
     "Query texts, their positive item positions, and the item positions never to use as their negatives."
@@ -140,7 +164,7 @@ def rec_examples(data: RecData, split: str, history_items: int = 3) -> Examples:
                     [position[t] for _, _, t in steps], [frozenset([position[t]]) for _, _, t in steps],
                     [u for u, _, _ in steps])
 
-# %% ../nbs/06_model.ipynb #ab6256b1
+# %% ../nbs/06_model.ipynb #92f2a8d2
 class _PairDataset(Dataset):
     def __init__(self, examples: Examples, negatives: dict | None, n_negatives: int, seed: int):
         self.examples, self.negatives, self.n_negatives, self.seed, self.epoch = examples, negatives, n_negatives, seed, 0
@@ -171,6 +195,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         history_items: int = 3,         # recommendation: items in the query text
         seed: int = 0,
         max_val_queries: int | None = None,  # cap validation queries (speed)
+        length_buckets: int = 4,        # each side of a batch is encoded in this many groups of similar length
     ):
         super().__init__()
         if negatives not in ("none", "bm25", "model"): raise ValueError(f"negatives must be none, bm25 or model, not {negatives!r}")
@@ -185,7 +210,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.hard = None
         if negatives == "bm25" and n_negatives: self.hard = self._mine_bm25()
         self.train_set = _PairDataset(self.train_examples, self.hard, n_negatives if negatives != "none" else 0, seed)
-        self.max_val_queries = max_val_queries
+        self.max_val_queries, self.length_buckets = max_val_queries, length_buckets
 
     def _unique_queries(self, examples: Examples) -> dict[str, tuple[str, frozenset]]:
         return {k: (q, r) for k, q, r in zip(examples.keys, examples.queries, examples.relevant)}
@@ -216,8 +241,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         mask = (cand[None, :] == torch.tensor(positives)[:, None])
         for i, rel in enumerate(relevant):
             if rel: mask[i] |= torch.tensor([c in rel for c in candidates])
-        tok = lambda texts: dict(self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                                                return_tensors="pt"))
+        tok = lambda texts: tokenize_in_buckets(self.tokenizer, texts, self.max_length, self.length_buckets)
         return {"queries": tok(queries), "items": tok([self.item_texts[c] for c in candidates]), "mask": mask}
 
     def train_dataloader(self):
@@ -229,7 +253,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         return DataLoader(_PairDataset(self.val_examples, None, 0, self.seed), batch_size=self.batch_size,
                           collate_fn=self._collate, num_workers=0)
 
-# %% ../nbs/06_model.ipynb #973fe6d2
+# %% ../nbs/06_model.ipynb #d0834656
 def encode_with(model, tokenizer, texts: Sequence[str], max_length: int = 64) -> torch.Tensor:
     "Normalised vectors of `texts` from a tower, through `Encoder.encode`; the tower goes back to its mode after."
     was_training = model.training
@@ -237,7 +261,7 @@ def encode_with(model, tokenizer, texts: Sequence[str], max_length: int = 64) ->
     try: return Encoder.from_model(model, tokenizer, max_length).encode(list(texts))
     finally: model.train(was_training)
 
-# %% ../nbs/06_model.ipynb #92f2a8d2
+# %% ../nbs/06_model.ipynb #5a20d2a1
 def catalog_validation(data: SearchData | RecData, tokenizer, max_length: int = 64, k: int = 10,
                        history_items: int = 3, max_queries: int | None = None):
     "A function of the module that returns NDCG@k on the validation split, ranking the whole catalog."
@@ -261,7 +285,7 @@ def catalog_validation(data: SearchData | RecData, tokenizer, max_length: int = 
         return evaluate(dict(zip(keys, found.ids)), qrels, [f"ndcg@{k}"])[f"ndcg@{k}"]
     return validate
 
-# %% ../nbs/06_model.ipynb #d0834656
+# %% ../nbs/06_model.ipynb #c751f1fc
 @dataclass
 class FitResult:
     "Where the trained model went and how training went."
@@ -307,7 +331,7 @@ class _Mining(pl.Callback):
         if self.datamodule.negatives == "model" and self.datamodule.n_negatives:
             self.datamodule.mine_with_model(module)
 
-# %% ../nbs/06_model.ipynb #b18cf59c
+# %% ../nbs/06_model.ipynb #94359b67
 def fit(
     data: SearchData | RecData,
     out_dir: str | Path,                 # checkpoints/, model/, history.json and the tracker run go here
@@ -329,6 +353,7 @@ def fit(
     history_items: int = 3,
     max_steps: int = -1,                 # stop after this many optimiser steps (-1: run all epochs)
     max_val_queries: int | None = None,
+    length_buckets: int = 4,             # each side of a batch encoded in this many groups of similar length (1: off)
     patience: int = 2,                   # early stopping on val NDCG@10
     gradient_clip: float = 1.0,
     seed: int = 0,
@@ -360,7 +385,7 @@ def fit(
     tokenizer = AutoTokenizer.from_pretrained(path)
     datamodule = RetrievalDataModule(data, tokenizer, batch_size, max_length, min_positive_gain, max_positives_per_query,
                                      negatives, n_negatives, history_items=history_items, seed=seed,
-                                     max_val_queries=max_val_queries)
+                                     max_val_queries=max_val_queries, length_buckets=length_buckets)
     n_pairs = len(datamodule.train_set)
     if n_pairs == 0: raise ValueError("no training examples: check min_positive_gain and the train split")
     steps_per_epoch = max(n_pairs // batch_size, 1)
@@ -409,7 +434,7 @@ def fit(
     return FitResult(model_dir, score, best_path, history.rows, n_pairs, time.perf_counter() - started,
                      throughput.examples / max(throughput.seconds, 1e-9), resume)
 
-# %% ../nbs/06_model.ipynb #5a20d2a1
+# %% ../nbs/06_model.ipynb #88ecdbf1
 def _resumable(ckpt_dir: Path, out_dir: Path, arguments: dict, data) -> str | None:
     "`last.ckpt` if it was written by a run with the same arguments and data; otherwise stale state is cleared."
     import json, shutil
@@ -421,7 +446,7 @@ def _resumable(ckpt_dir: Path, out_dir: Path, arguments: dict, data) -> str | No
     ckpt_dir.mkdir(parents=True); stamp.write_text(signature)
     return None
 
-# %% ../nbs/06_model.ipynb #9e333651
+# %% ../nbs/06_model.ipynb #b05628fe
 def save_towers(module: RetrievalModule, tokenizer, directory: str | Path) -> Path:
     "Save the towers in Hugging Face format (query tower at the top, a separate item tower in item_tower/), atomically."
     import shutil
