@@ -42,7 +42,7 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--dim", type=int, default=384)
-    p.add_argument("--single", type=int, default=10, help="queries timed one by one for batch 1")
+    p.add_argument("--single", type=int, default=30, help="queries timed one by one for batch 1")
     a = p.parse_args()
     sizes, batches = [int(s) for s in a.sizes.split(",")], [int(b) for b in a.batches.split(",")]
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), faiss {faiss.__version__}, numpy {np.__version__}, k={a.k}, d={a.dim}")

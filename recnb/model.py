@@ -273,6 +273,7 @@ def catalog_validation(data: SearchData | RecData, tokenizer, max_length: int = 
         queries = data.queries_in("valid")
         queries = queries[queries["query_id"].isin(qrels)][:max_queries]
         keys, query_texts, exclude = queries["query_id"].tolist(), queries["query"].tolist(), None
+        qrels = {q: qrels[q] for q in keys}  # the mean is over the kept queries only
     else:
         pairs = data.split().valid[:max_queries]
         keys = [u for u, _, _ in pairs]
@@ -285,7 +286,7 @@ def catalog_validation(data: SearchData | RecData, tokenizer, max_length: int = 
         return evaluate(dict(zip(keys, found.ids)), qrels, [f"ndcg@{k}"])[f"ndcg@{k}"]
     return validate
 
-# %% ../nbs/06_model.ipynb #c751f1fc
+# %% ../nbs/06_model.ipynb #88ecdbf1
 @dataclass
 class FitResult:
     "Where the trained model went and how training went."
@@ -331,7 +332,7 @@ class _Mining(pl.Callback):
         if self.datamodule.negatives == "model" and self.datamodule.n_negatives:
             self.datamodule.mine_with_model(module)
 
-# %% ../nbs/06_model.ipynb #94359b67
+# %% ../nbs/06_model.ipynb #b05628fe
 def fit(
     data: SearchData | RecData,
     out_dir: str | Path,                 # checkpoints/, model/, history.json and the tracker run go here
@@ -434,19 +435,19 @@ def fit(
     return FitResult(model_dir, score, best_path, history.rows, n_pairs, time.perf_counter() - started,
                      throughput.examples / max(throughput.seconds, 1e-9), resume)
 
-# %% ../nbs/06_model.ipynb #88ecdbf1
+# %% ../nbs/06_model.ipynb #dcb65b8c
 def _resumable(ckpt_dir: Path, out_dir: Path, arguments: dict, data) -> str | None:
     "`last.ckpt` if it was written by a run with the same arguments and data; otherwise stale state is cleared."
     import json, shutil
     signature = json.dumps({"arguments": arguments, "data": data.fingerprint()}, sort_keys=True, default=str)
-    stamp, last = ckpt_dir / "fit.json", ckpt_dir / "last.ckpt"
+    stamp, last = out_dir / "checkpoints.json", ckpt_dir / "last.ckpt"  # beside the folder, which Lightning wants empty
     if last.exists() and stamp.exists() and stamp.read_text() == signature: return str(last)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # another run's checkpoints must not be resumed
     (out_dir / "history.json").unlink(missing_ok=True)
-    ckpt_dir.mkdir(parents=True); stamp.write_text(signature)
+    stamp.write_text(signature)
     return None
 
-# %% ../nbs/06_model.ipynb #b05628fe
+# %% ../nbs/06_model.ipynb #e14e982d
 def save_towers(module: RetrievalModule, tokenizer, directory: str | Path) -> Path:
     "Save the towers in Hugging Face format (query tower at the top, a separate item tower in item_tower/), atomically."
     import shutil

@@ -79,8 +79,9 @@ class ItemIndex:
         vectors: torch.Tensor,      # (n_items, d) float32 item vectors, in catalog order
         ids: list[str],             # item ids, one per row of `vectors`
         device: str | torch.device | None = None,  # where to keep the items and score: None/'auto' = cuda if available
-        chunk_size: int = 8192,     # items scored per step (smaller batches get proportionally larger steps)
-        max_scores: int = 1 << 23,  # most scores held in memory at once (queries in a block × items in a step)
+        chunk_size: int = 4096,     # items scored per step (smaller batches get proportionally larger steps)
+        max_scores: int = 1 << 21,  # most scores held in memory at once (queries in a block × items in a step): 8 MB
+                                    # blocks measured fastest on a 2-core CPU (the scores stay in cache for the top-k)
         precision: str = "auto",    # first pass: 'fp32' (one exact pass), 'bf16' (bf16 pass + exact fp32 re-score) or 'auto'
     ):
         vectors = torch.as_tensor(vectors)
