@@ -42,6 +42,8 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--dim", type=int, default=384)
+    p.add_argument("--pause", type=float, default=0.3, help="seconds of rest before each timed call, so no contender "
+                   "runs while the previous one's BLAS/OpenMP threads still spin (OpenBLAS's halved recnb's speed)")
     p.add_argument("--single", type=int, default=30, help="queries timed one by one for batch 1")
     a = p.parse_args()
     sizes, batches = [int(s) for s in a.sizes.split(",")], [int(b) for b in a.batches.split(",")]
@@ -68,6 +70,7 @@ def main():
             results = {}
             for rep in range(a.repeats):
                 for name, run in contenders.items():
+                    time.sleep(a.pause)
                     t = time.perf_counter(); results[name] = run(); times[name].append(time.perf_counter() - t)
             ours, theirs, plain = (np.concatenate(results[x]) for x in ("recnb", "faiss", "numpy"))
             same = float((ours == theirs).all(axis=1).mean())
