@@ -74,7 +74,8 @@ class EvalParams(_Strict):
     metrics: list[Metric] = Field(["ndcg@10", "recall@10", "recall@100", "mrr@10"], min_length=1)  # the first one selects
     gain: Literal["linear", "exponential"] = "linear"
     baselines: list[Baseline] = ["bm25", "zero-shot", "hybrid-rrf"]   # search: bm25, zero-shot, hybrid-rrf, hybrid-blend; recommendation: popularity, zero-shot
-    fuse_with_bm25: bool = True                  # also score the fine-tuned model fused with BM25 (reciprocal rank)
+    fuse_with_bm25: bool = True                  # also score the fine-tuned model fused with BM25
+    fusion: Literal["blend", "rrf"] = "blend"    # how: equal-weight min–max score blend (beat RRF on Home Depot, bench/RESULTS.md) or reciprocal rank
     model_ranker: Literal["fine-tuned", "fine-tuned+bm25", "best"] = "best"  # the run's model; best = the better of the two on validation
 
 class Params(_Strict):
@@ -265,7 +266,8 @@ def run(
         model_rankers = {"fine-tuned": DenseRanker(tuned, index=index, name="fine-tuned")}
         if search and params.eval.fuse_with_bm25:
             bm25 = baselines.get("bm25") or BM25Ranker(data.catalog)
-            model_rankers["fine-tuned+bm25"] = HybridRanker([bm25, model_rankers["fine-tuned"]], "rrf", name="fine-tuned+bm25")
+            model_rankers["fine-tuned+bm25"] = HybridRanker([bm25, model_rankers["fine-tuned"]], params.eval.fusion,
+                                                           name="fine-tuned+bm25")
         score(model_rankers)
     first = params.eval.metrics[0]
     choice = params.eval.model_ranker
