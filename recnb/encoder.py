@@ -209,7 +209,7 @@ def encode(
     with tqdm(total=len(texts), unit="text", desc="encoding", disable=not progress) as bar, self._autocast():
         for start in range(0, len(texts), batch_size):
             rows = order[start:start + batch_size]
-            batch = pad_token_ids([token_ids[i] for i in rows], self.tokenizer.pad_token_id or 0)
+            batch = pad_token_ids([token_ids[i] for i in rows], self.tokenizer.pad_token_id)
             vectors = self.forward_features(**{k: v.to(self.device) for k, v in batch.items()})
             out[torch.from_numpy(rows)] = vectors.float().cpu()
             bar.update(len(rows))
@@ -217,10 +217,10 @@ def encode(
 
 def pad_token_ids(
     token_ids: list[list[int]],  # one list of token ids per text
-    pad_id: int,                 # the tokenizer's pad token id
+    pad_id: int | None,          # the tokenizer's pad token id (None, for tokenizers without one: 0)
 ) -> dict[str, torch.Tensor]:
     "`input_ids` and `attention_mask` (len(token_ids), longest), right-padded to the longest sequence."
-    width = max(map(len, token_ids))
+    width, pad_id = max(map(len, token_ids)), pad_id or 0
     ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(token_ids), width), dtype=torch.long)
     for row, seq in enumerate(token_ids):

@@ -54,7 +54,7 @@ def tokenize_in_buckets(
     order = np.argsort([len(t) for t in token_ids], kind="stable")
     groups = []
     for rows in np.array_split(order, max(1, min(buckets, len(texts)))):
-        group = pad_token_ids([token_ids[i] for i in rows], tokenizer.pad_token_id or 0)
+        group = pad_token_ids([token_ids[i] for i in rows], tokenizer.pad_token_id)
         group["rows"] = torch.from_numpy(rows)
         groups.append(group)
     return groups
