@@ -5,18 +5,22 @@ from pathlib import Path
 from typing import Optional
 import typer
 
+DATASETS_HELP = ("dataset: synthetic, synthetic-rec, homedepot, wands, amazon-scientific, amazon-beauty, or table "
+                 "(--path: a CSV/TSV/parquet file with one judged pair per row: query, item_id, title, gain)")
+SEEDED = ("synthetic", "synthetic-rec", "homedepot", "wands", "table")  # datasets whose split (or generator) takes a seed
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="recnb: e-commerce search and recommendation, from notebook to service.")
 
 
 @app.command()
 def data(
-    name: str = typer.Argument("synthetic", help="dataset name: synthetic, synthetic-rec, homedepot, wands, amazon-scientific, amazon-beauty"),
+    name: str = typer.Argument("synthetic", help=DATASETS_HELP),
     path: Optional[Path] = typer.Option(None, help="dataset file or folder; under the datasets_dir setting when omitted"),
     seed: int = typer.Option(0, help="split seed (and generator seed for synthetic)"),
 ):
     "Load a dataset, validate it and print its summary."
     from recnb.data import DataError, load_dataset, summarize
-    kw = {"seed": seed} if name in ("synthetic", "synthetic-rec", "homedepot", "wands") else {}
+    kw = {"seed": seed} if name in SEEDED else {}
     try: bundle = load_dataset(name, path, **kw)
     except (DataError, ValueError) as e:
         typer.secho(f"error: {e}", fg="red", err=True); raise typer.Exit(2)
@@ -25,7 +29,7 @@ def data(
 
 @app.command()
 def evaluate(
-    name: str = typer.Argument("synthetic", help="dataset: synthetic, synthetic-rec, homedepot, amazon-scientific, amazon-beauty, ..."),
+    name: str = typer.Argument("synthetic", help=DATASETS_HELP),
     path: Optional[Path] = typer.Option(None, help="dataset file or folder; under the datasets_dir setting when omitted"),
     split: str = typer.Option("test", help="queries (or leave-last-out targets) to score: valid or test"),
     rankers: str = typer.Option("", help="comma-separated; search: bm25,zero-shot,hybrid-rrf,hybrid-blend; recommendation: popularity,zero-shot"),
@@ -40,7 +44,7 @@ def evaluate(
     from recnb.evaluate import evaluate_recommendation, evaluate_search, search_rankers
     from recnb.metrics import metric_table
     try:
-        kw = {"seed": seed} if name in ("synthetic", "synthetic-rec", "homedepot", "wands") else {}
+        kw = {"seed": seed} if name in SEEDED else {}
         data = load_dataset(name, path, **kw)
     except (DataError, ValueError) as e:
         typer.secho(f"error: {e}", fg="red", err=True); raise typer.Exit(2)

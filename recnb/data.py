@@ -634,7 +634,7 @@ def load_judged_table(
     else:
         gain = pd.to_numeric(raw[grade], errors="coerce") + gain_offset
         bad = gain.isna() | (gain < 0)
-        if bad.any(): raise DataError(path, f"grade must be a number ≥ {-gain_offset}", grade, _row_example(raw, bad))
+        if bad.any(): raise DataError(path, f"grade must be a number ≥ {0.0 - gain_offset:g}", grade, _row_example(raw, bad))
     items = raw[[item_id, *texts]].drop_duplicates(item_id).rename(columns={item_id: "item_id", texts[0]: "title"})
     fields = ["title", *texts[1:]]
     if query_id:

@@ -200,3 +200,22 @@ def test_cli_data_summary_and_error(tmp_path):
     assert json.loads(out.stdout)["items"] == 54_667
     bad = subprocess.run([sys.executable, "-m", "recnb.cli", "data", "homedepot", "--path", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and "train.csv" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_data_on_a_users_table(tmp_path):
+    "`recnb data table --path FILE` loads one judged table; --seed picks the split; a bad grade names file, column and row."
+    import subprocess, sys
+    rows = "".join(f"query {q},{q * 10 + i},title {q} {i},{i % 3}\n" for q in range(40) for i in range(3))
+    (tmp_path / "mine.csv").write_text("query,item_id,title,gain\n" + rows)
+    def summary(seed):
+        out = subprocess.run([sys.executable, "-m", "recnb.cli", "data", "table", "--path", str(tmp_path / "mine.csv"), "--seed", str(seed)],
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+    first = summary(0)
+    assert (first["name"], first["items"], first["queries"]) == ("mine", 120, 40)
+    assert sum(first["queries_by_split"].values()) == 40
+    assert any(summary(seed)["queries_by_split"] != first["queries_by_split"] for seed in (1, 2, 3))
+    (tmp_path / "bad.csv").write_text("query,item_id,title,gain\nred sofa,1,Red Sofa,2\nblue lamp,2,Blue Lamp,x\n")
+    bad = subprocess.run([sys.executable, "-m", "recnb.cli", "data", "table", "--path", str(tmp_path / "bad.csv")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert all(s in bad.stderr for s in ("bad.csv", "'gain'", "line 3", "≥ 0;"))
