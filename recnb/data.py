@@ -4,20 +4,18 @@
 
 # %% ../nbs/00_data.ipynb #1df8df66
 from __future__ import annotations
-import hashlib, json, re
+import hashlib, json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['SPLITS', 'PRODUCT_TYPES', 'MATERIALS', 'COLOURS', 'STYLES', 'SIZES', 'BRANDS', 'ROOM_CATEGORIES', 'NEXT_TYPES',
-           'ROOM_PHRASES', 'WANDS_GAINS', 'DATASET_DIRS', 'DataError', 'require_columns', 'require_text',
-           'require_unique', 'require_known', 'read_table', 'Catalog', 'SearchData', 'RecSplit', 'RecData',
-           'split_queries', 'make_search_data', 'SyntheticShop', 'synthetic', 'load_homedepot', 'load_wands',
-           'load_judged_table', 'load_unisrec', 'load_s3rec', 'load_dataset', 'summarize', 'plot_summary',
-           'sample_search_data']
+__all__ = ['SPLITS', 'WANDS_GAINS', 'DATASET_DIRS', 'DataError', 'require_columns', 'require_text', 'require_unique',
+           'require_known', 'read_table', 'Catalog', 'SearchData', 'RecSplit', 'RecData', 'split_queries',
+           'make_search_data', 'load_homedepot', 'load_wands', 'load_judged_table', 'load_unisrec', 'load_s3rec',
+           'load_dataset', 'summarize', 'plot_summary', 'sample_search_data']
 
 # %% ../nbs/00_data.ipynb #617b0791
 class DataError(ValueError):
@@ -266,285 +264,6 @@ def _make_search_data(name, items, queries, judgements, text_fields, files, frac
     return SearchData(name, Catalog(items, list(text_fields)), queries.reset_index(drop=True), judgements, source)
 
 # %% ../nbs/00_data.ipynb #63111b5b
-# product type: (room, surface forms shoppers and titles use, related types judged Partial, material groups)
-PRODUCT_TYPES = {
-    "sofa": ("living", ["sofa", "couch", "settee"], ["loveseat", "sectional"], ["upholstery"]),
-    "loveseat": ("living", ["loveseat", "two seater sofa"], ["sofa"], ["upholstery"]),
-    "sectional": ("living", ["sectional", "sectional sofa", "corner couch"], ["sofa"], ["upholstery"]),
-    "armchair": ("living", ["armchair", "accent chair", "lounge chair"], ["recliner"], ["upholstery"]),
-    "recliner": ("living", ["recliner", "reclining chair"], ["armchair"], ["upholstery"]),
-    "coffee table": ("living", ["coffee table", "cocktail table"], ["side table"], ["wood", "metal", "stone"]),
-    "side table": ("living", ["side table", "end table"], ["coffee table", "nightstand"], ["wood", "metal", "stone"]),
-    "console table": ("living", ["console table", "sofa table", "entryway table"], [], ["wood", "metal"]),
-    "tv stand": ("living", ["tv stand", "media console", "entertainment center"], [], ["wood", "metal"]),
-    "bookcase": ("living", ["bookcase", "bookshelf", "shelving unit"], [], ["wood", "metal"]),
-    "bed frame": ("bedroom", ["bed frame", "platform bed", "bed"], ["headboard"], ["wood", "metal", "upholstery"]),
-    "headboard": ("bedroom", ["headboard", "bed headboard"], ["bed frame"], ["wood", "upholstery"]),
-    "dresser": ("bedroom", ["dresser", "chest of drawers", "bureau"], [], ["wood"]),
-    "nightstand": ("bedroom", ["nightstand", "bedside table", "night table"], ["side table"], ["wood", "metal"]),
-    "wardrobe": ("bedroom", ["wardrobe", "armoire", "clothes closet"], [], ["wood"]),
-    "dining table": ("dining", ["dining table", "kitchen table"], [], ["wood", "stone", "metal"]),
-    "dining chair": ("dining", ["dining chair", "kitchen chair", "side chair"], ["bar stool"], ["wood", "upholstery", "metal"]),
-    "bar stool": ("dining", ["bar stool", "counter stool"], ["dining chair"], ["wood", "metal", "upholstery"]),
-    "sideboard": ("dining", ["sideboard", "buffet", "credenza"], [], ["wood"]),
-    "desk": ("office", ["desk", "writing desk", "computer desk"], [], ["wood", "metal"]),
-    "office chair": ("office", ["office chair", "desk chair", "task chair"], [], ["upholstery", "metal"]),
-    "filing cabinet": ("office", ["filing cabinet", "file cabinet"], [], ["metal", "wood"]),
-    "floor lamp": ("lighting", ["floor lamp", "standing lamp"], ["table lamp"], ["metal", "wood"]),
-    "table lamp": ("lighting", ["table lamp", "bedside lamp"], ["floor lamp"], ["metal", "stone", "wood"]),
-    "pendant light": ("lighting", ["pendant light", "hanging light", "pendant lamp"], ["chandelier"], ["metal", "glass"]),
-    "chandelier": ("lighting", ["chandelier", "ceiling light"], ["pendant light"], ["metal", "glass"]),
-    "area rug": ("decor", ["area rug", "rug", "carpet"], ["runner rug"], ["textile"]),
-    "runner rug": ("decor", ["runner rug", "hallway runner"], ["area rug"], ["textile"]),
-    "throw pillow": ("decor", ["throw pillow", "pillow for sofa", "cushion"], [], ["textile"]),
-    "curtains": ("decor", ["curtains", "drapes", "window panels"], [], ["textile"]),
-    "wall mirror": ("decor", ["wall mirror", "mirror", "vanity mirror"], [], ["metal", "wood", "glass"]),
-    "throw blanket": ("decor", ["throw blanket", "couch throw", "blanket"], [], ["textile"]),
-    "patio chair": ("outdoor", ["patio chair", "outdoor chair", "lawn chair"], ["patio sofa"], ["outdoor"]),
-    "patio sofa": ("outdoor", ["patio sofa", "outdoor sofa", "garden couch"], ["patio chair"], ["outdoor"]),
-    "patio umbrella": ("outdoor", ["patio umbrella", "market umbrella", "sun umbrella"], [], ["outdoor"]),
-    "planter": ("outdoor", ["planter", "flower pot", "plant pot"], [], ["stone", "outdoor", "metal"]),
-    "bathroom vanity": ("bath", ["bathroom vanity", "vanity cabinet", "sink vanity"], [], ["wood", "stone"]),
-    "towel set": ("bath", ["towel set", "bath towels"], [], ["textile"]),
-    "shower curtain": ("bath", ["shower curtain", "bath curtain"], ["curtains"], ["textile"]),
-}
-MATERIALS = {
-    "upholstery": ["velvet", "linen", "leather", "boucle", "microfiber", "chenille"],
-    "wood": ["oak", "walnut wood", "pine", "acacia", "teak", "mango wood"],
-    "metal": ["iron", "steel", "brass", "aluminum"],
-    "stone": ["marble", "travertine", "concrete", "ceramic"],
-    "glass": ["glass", "crystal"],
-    "textile": ["cotton", "wool", "jute", "polyester", "silk"],
-    "outdoor": ["wicker", "rattan", "teak", "aluminum", "resin"],
-}
-# colour family: the shades titles use (shoppers type either)
-COLOURS = {
-    "blue": ["navy", "cobalt", "denim", "sky blue"], "grey": ["charcoal", "slate", "dove grey", "ash"],
-    "white": ["ivory", "cream", "snow", "off white"], "black": ["ebony", "onyx", "jet black", "matte black"],
-    "brown": ["espresso", "chocolate", "chestnut", "cognac"], "green": ["sage", "olive", "emerald", "forest green"],
-    "red": ["burgundy", "crimson", "rust", "wine"], "beige": ["tan", "oatmeal", "sand", "taupe"],
-    "yellow": ["mustard", "ochre", "gold", "lemon"], "pink": ["blush", "rose", "dusty pink", "salmon"],
-}
-STYLES = {
-    "modern": ["modern", "contemporary"], "mid-century": ["mid-century", "mid century modern", "retro"],
-    "farmhouse": ["farmhouse", "rustic", "country"], "industrial": ["industrial", "loft"],
-    "scandinavian": ["scandinavian", "nordic"], "bohemian": ["bohemian", "boho"],
-    "traditional": ["traditional", "classic"], "coastal": ["coastal", "beach house"], "glam": ["glam", "hollywood regency"],
-}
-SIZES = {"small": ["small", "compact", "petite"], "medium": ["medium", "standard"], "large": ["large", "oversized", "extra large"]}
-BRANDS = ["Aldergrove", "Birch & Pine", "Corbel", "Dunmore", "Elmstead", "Fernhill", "Greyson", "Halden", "Ivywood",
-          "Juniper Lane", "Kestrel", "Linden Row", "Marlowe", "Northam", "Oakhurst", "Pembrook", "Quayside", "Rowan",
-          "Sable & Co", "Thornbury", "Umber", "Valemont", "Westerly", "Yarrow", "Zephyr Home"]
-# the shop's category tree stops at the department, so the product type is only in the title's own words
-ROOM_CATEGORIES = {"living": "Living Room Furniture", "bedroom": "Bedroom Furniture", "dining": "Kitchen & Dining Furniture",
-                   "office": "Home Office", "lighting": "Lighting", "decor": "Home Decor & Textiles",
-                   "outdoor": "Outdoor & Patio", "bath": "Bath"}
-# what shoppers look at next, by type: complements in the same room
-NEXT_TYPES = {
-    "sofa": ["coffee table", "throw pillow", "area rug", "floor lamp"], "loveseat": ["coffee table", "throw pillow", "side table"],
-    "sectional": ["coffee table", "area rug", "throw blanket"], "armchair": ["side table", "floor lamp", "throw blanket"],
-    "recliner": ["side table", "floor lamp"], "coffee table": ["area rug", "sofa", "tv stand"], "side table": ["table lamp", "armchair"],
-    "console table": ["wall mirror", "table lamp"], "tv stand": ["bookcase", "area rug"], "bookcase": ["armchair", "floor lamp"],
-    "bed frame": ["nightstand", "dresser", "headboard"], "headboard": ["nightstand", "bed frame"], "dresser": ["wall mirror", "nightstand"],
-    "nightstand": ["table lamp", "dresser"], "wardrobe": ["dresser", "wall mirror"], "dining table": ["dining chair", "sideboard", "chandelier"],
-    "dining chair": ["dining table", "bar stool"], "bar stool": ["pendant light", "dining table"], "sideboard": ["wall mirror", "dining table"],
-    "desk": ["office chair", "filing cabinet", "table lamp"], "office chair": ["desk", "floor lamp"], "filing cabinet": ["desk", "bookcase"],
-    "floor lamp": ["armchair", "area rug"], "table lamp": ["nightstand", "side table"], "pendant light": ["dining table", "bar stool"],
-    "chandelier": ["dining table", "sideboard"], "area rug": ["sofa", "coffee table"], "runner rug": ["console table", "wall mirror"],
-    "throw pillow": ["throw blanket", "sofa"], "curtains": ["area rug", "throw pillow"], "wall mirror": ["console table", "sideboard"],
-    "throw blanket": ["throw pillow", "armchair"], "patio chair": ["patio umbrella", "planter"], "patio sofa": ["patio chair", "patio umbrella"],
-    "patio umbrella": ["patio sofa", "planter"], "planter": ["patio chair"], "bathroom vanity": ["wall mirror", "towel set"],
-    "towel set": ["shower curtain"], "shower curtain": ["towel set", "bathroom vanity"],
-}
-
-# %% ../nbs/00_data.ipynb #f02d91f4
-def _typo(word: str, rng: np.random.Generator) -> str:
-    "One shopper's typo: a dropped, doubled or swapped letter."
-    if len(word) < 4: return word
-    i = int(rng.integers(1, len(word) - 1))
-    kind = int(rng.integers(3))
-    if kind == 0: return word[:i] + word[i + 1:]
-    if kind == 1: return word[:i] + word[i] + word[i:]
-    return word[:i - 1] + word[i] + word[i - 1] + word[i + 1:]
-
-def _synthetic_items(n_items: int, rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    "The catalog table and its attribute codes (type, colour family, shade, material, style, size, brand)."
-    types = list(PRODUCT_TYPES)
-    families = list(COLOURS); styles = list(STYLES); sizes = list(SIZES)
-    t = rng.integers(len(types), size=n_items)
-    fam = rng.integers(len(families), size=n_items)
-    shade = rng.integers(4, size=n_items)
-    sty = rng.integers(len(styles), size=n_items)
-    size = rng.integers(len(sizes), size=n_items)
-    brand = rng.integers(len(BRANDS), size=n_items)
-    surface = rng.random(n_items)
-    mat_u = rng.random(n_items); sty_u = rng.random(n_items); size_u = rng.random(n_items)
-    order = rng.integers(4, size=n_items); extra = rng.integers(8, size=n_items)
-    desc_u = rng.integers(6, size=n_items); room_mention = rng.integers(len(types), size=n_items)
-    materials = np.empty(n_items, dtype=object)
-    extras = ["", "", "with Storage", "Set of 2", "with Cushions", "Handcrafted", "Easy Assembly", "Stain Resistant"]
-    titles, descriptions, categories = [], [], []
-    for i in range(n_items):
-        name = types[t[i]]
-        room, forms, _, groups = PRODUCT_TYPES[name]
-        pool = [m for g in groups for m in MATERIALS[g]]
-        material = pool[int(mat_u[i] * len(pool))]
-        materials[i] = material
-        # catalogs mostly use the formal name; shoppers (below) mostly type another
-        form = forms[0] if surface[i] < 0.7 else forms[1 + int((surface[i] - 0.7) / 0.3 * (len(forms) - 1))]
-        colour = COLOURS[families[fam[i]]][shade[i]]
-        style_word = STYLES[styles[sty[i]]][int(sty_u[i] * len(STYLES[styles[sty[i]]]))]
-        size_word = SIZES[sizes[size[i]]][int(size_u[i] * len(SIZES[sizes[size[i]]]))]
-        b = BRANDS[brand[i]]
-        head = [f"{colour} {material} {form}", f"{style_word} {colour} {form}",
-                f"{size_word} {material} {form} in {colour}", f"{form}, {colour} {material}"][order[i]]
-        title = " ".join(w for w in [b, head.title(), extras[extra[i]]] if w)
-        other = types[room_mention[i]]
-        description = [
-            f"A {style_word} piece in {material}, finished in {colour}.",
-            f"{size_word.capitalize()} {style_word} design with a {colour} finish; pairs well with a {PRODUCT_TYPES[other][1][0]}.",
-            f"Made of {material}. Looks great next to any {PRODUCT_TYPES[other][1][-1]}.",
-            f"Our {style_word} collection in {colour} {material}.",
-            f"Built to last from {material}; {size_word} size.",
-            f"A {colour} accent for the {room} room.",
-        ][desc_u[i]]
-        titles.append(title); descriptions.append(description); categories.append(ROOM_CATEGORIES[room])
-    ids = np.char.add("P", np.char.zfill(np.arange(1, n_items + 1).astype(str), max(6, len(str(n_items)))))
-    items = pd.DataFrame({"item_id": ids, "title": titles, "category": categories,
-                          "brand": [BRANDS[b] for b in brand], "description": descriptions})
-    codes = dict(type=t, family=fam, shade=shade, style=sty, size=size, brand=brand,
-                 material=pd.factorize(materials)[0], material_names=materials)
-    return items, codes
-
-# %% ../nbs/00_data.ipynb #0f7719d4
-def _attribute(kind: str, donor: int, codes: dict, rng: np.random.Generator) -> tuple[str, np.ndarray]:
-    "A shopper's word for one attribute of item `donor`, and which items match it."
-    if kind == "colour":
-        fam = codes["family"][donor]
-        same_family = codes["family"] == fam
-        if rng.random() < 0.6: return list(COLOURS)[fam], same_family
-        return COLOURS[list(COLOURS)[fam]][codes["shade"][donor]], same_family & (codes["shade"] == codes["shade"][donor])
-    if kind == "material": return codes["material_names"][donor], codes["material"] == codes["material"][donor]
-    if kind == "style":
-        s = codes["style"][donor]; forms = STYLES[list(STYLES)[s]]
-        return forms[int(rng.integers(len(forms)))], codes["style"] == s
-    if kind == "size":
-        z = codes["size"][donor]; return SIZES[list(SIZES)[z]][0], codes["size"] == z
-    return BRANDS[codes["brand"][donor]], codes["brand"] == codes["brand"][donor]
-
-_STOP = {"in", "for", "by", "room", "with", "of", "and", "a", "the", "home"}
-ROOM_PHRASES = {"living": "for living room", "bedroom": "for bedroom", "dining": "for dining room", "office": "for home office",
-                "lighting": "for living room", "decor": "for home", "outdoor": "for patio", "bath": "for bathroom"}
-
-def _synthetic_queries(items: pd.DataFrame, codes: dict, n_queries: int, rng: np.random.Generator,
-                       typo_rate: float = 0.15, max_lures: int = 20) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "Queries phrased like a shopper's and their judgements against the whole catalog."
-    types = list(PRODUCT_TYPES)
-    type_code = {n: k for k, n in enumerate(types)}
-    title_tokens = [set(re.findall(r"[a-z]+", s.lower())) for s in items["title"]]
-    item_ids = items["item_id"].values
-    rows, judged = [], []
-    while len(rows) < n_queries:
-        qt = int(rng.integers(len(types)))
-        name = types[qt]
-        room, forms, related, _ = PRODUCT_TYPES[name]
-        same_type = codes["type"] == qt
-        if not same_type.any(): continue
-        donor = int(rng.choice(np.flatnonzero(same_type)))  # attributes come from a real item, so Exact items exist
-        form = forms[0] if rng.random() < 0.3 else forms[1 + int(rng.integers(len(forms) - 1))]
-        n_attrs = int(rng.choice([0, 1, 1, 2, 2, 3]))
-        kinds = rng.choice(["colour", "material", "style", "size", "brand"], size=n_attrs, replace=False,
-                           p=[0.35, 0.25, 0.2, 0.12, 0.08])
-        words, attr_ok = {}, np.ones(len(items), bool)
-        for kind in kinds:
-            words[kind], ok = _attribute(str(kind), donor, codes, rng)
-            attr_ok &= ok
-        related_type = np.isin(codes["type"], [type_code[r] for r in related])
-        gain = np.zeros(len(items), dtype=np.int8)
-        gain[same_type | (related_type & attr_ok)] = 1
-        gain[same_type & attr_ok] = 2
-        phrase = " ".join(words[k] for k in ("style", "size", "colour", "material") if k in words)
-        layout = int(rng.integers(4))
-        if layout == 0 or not phrase: text = f"{phrase} {form}".strip()
-        elif layout == 1: text = f"{form} {phrase}"
-        elif layout == 2: text = f"{form} in {phrase}"
-        else: text = f"{phrase} {form} {ROOM_PHRASES[room]}"
-        if "brand" in words: text = f"{words['brand']} {text}" if rng.random() < 0.5 else f"{text} by {words['brand']}"
-        tokens = text.lower().split()
-        if rng.random() < typo_rate:
-            long = [k for k, w in enumerate(tokens) if len(w) >= 5]
-            if long:
-                k = long[int(rng.integers(len(long)))]
-                tokens[k] = _typo(tokens[k], rng)
-        text = " ".join(tokens)
-        qid = f"Q{len(rows) + 1:05d}"
-        rows.append((qid, text))
-        judged.extend((qid, item_ids[p], int(gain[p])) for p in np.flatnonzero(gain > 0))
-        q_tokens = set(re.findall(r"[a-z]+", text)) - _STOP
-        irrelevant = np.flatnonzero(gain == 0)
-        lures = [p for p in irrelevant[rng.permutation(len(irrelevant))] if q_tokens & title_tokens[p]][:max_lures]
-        judged.extend((qid, item_ids[p], 0) for p in sorted(lures))
-    return (pd.DataFrame(rows, columns=["query_id", "query"]),
-            pd.DataFrame(judged, columns=["query_id", "item_id", "gain"]))
-
-# %% ../nbs/00_data.ipynb #51cfc543
-def _synthetic_sequences(items: pd.DataFrame, codes: dict, n_users: int, rng: np.random.Generator,
-                         min_length: int = 5, max_length: int = 15) -> dict[str, list[str]]:
-    "Browsing sequences of shoppers with a style and a colour taste who move between complementary products."
-    types = list(PRODUCT_TYPES)
-    by_type = {k: np.flatnonzero(codes["type"] == k) for k in range(len(types))}
-    by_type_style = {(k, s): np.flatnonzero((codes["type"] == k) & (codes["style"] == s))
-                     for k in range(len(types)) for s in range(len(STYLES))}
-    item_ids = items["item_id"].values
-    sequences = {}
-    for u in range(n_users):
-        style, family = int(rng.integers(len(STYLES))), int(rng.integers(len(COLOURS)))
-        length = int(rng.integers(min_length, max_length + 1))
-        kind = int(rng.integers(len(types)))
-        seen, seq = set(), []
-        for _ in range(length * 4):
-            pool = by_type_style[(kind, style)] if rng.random() < 0.8 else by_type[kind]
-            if len(pool) == 0: pool = by_type[kind]
-            if len(pool):
-                matching = pool[codes["family"][pool] == family]
-                pick = matching if len(matching) and rng.random() < 0.5 else pool
-                item = int(pick[int(rng.integers(len(pick)))])
-                if item not in seen: seen.add(item); seq.append(item_ids[item])
-            if len(seq) == length: break
-            nxt = NEXT_TYPES[types[kind]]
-            kind = types.index(nxt[int(rng.integers(len(nxt)))]) if rng.random() < 0.8 else int(rng.integers(len(types)))
-        sequences[f"U{u + 1:06d}"] = seq
-    return sequences
-
-# %% ../nbs/00_data.ipynb #5953d658
-@dataclass
-class SyntheticShop:
-    "The seeded synthetic shop: one catalog for search and recommendation."
-    search: SearchData
-    rec: RecData
-
-def synthetic(
-    n_items: int = 2_000,      # catalog size
-    n_queries: int = 500,      # judged queries
-    n_users: int = 600,        # shoppers with a browsing sequence
-    seed: int = 0,             # the one source of randomness
-    fractions=(0.8, 0.1, 0.1), # query split shares
-    split_seed: int | None = None,  # seed of the query split; `seed` when omitted
-) -> SyntheticShop:
-    "A seeded synthetic e-commerce shop: catalog, shopper queries with graded judgements, browsing sequences."
-    for name, value in dict(n_items=n_items, n_queries=n_queries, n_users=n_users).items():
-        if int(value) < 0 or (name == "n_items" and int(value) < 1): raise ValueError(f"{name} must be positive, got {value}")
-    rng = np.random.default_rng(seed)
-    items, codes = _synthetic_items(int(n_items), rng)
-    queries, judgements = _synthetic_queries(items, codes, int(n_queries), rng)
-    sequences = _synthetic_sequences(items, codes, int(n_users), rng)
-    fields = ["title", "category", "brand", "description"]
-    src = f"synthetic(n_items={n_items}, n_queries={n_queries}, n_users={n_users}, seed={seed})"
-    search = make_search_data("synthetic", items, queries, judgements, fields, fractions=fractions,
-                              seed=seed if split_seed is None else split_seed, source=src)
-    return SyntheticShop(search, RecData("synthetic", search.catalog, sequences, src))
-
-# %% ../nbs/00_data.ipynb #784f1045
 def _find(path: Path, *names: str) -> Path:
     "The first of `names` inside `path` (or `path` itself if it is a file)."
     path = Path(path)
@@ -580,7 +299,7 @@ def load_homedepot(
                             file_columns={"item_id": "product_uid", "title": "product_title", "query": "search_term",
                                           "gain": "relevance", "query_id+item_id": "search_term+product_uid"})
 
-# %% ../nbs/00_data.ipynb #6cfd8f28
+# %% ../nbs/00_data.ipynb #0f7719d4
 WANDS_GAINS = {"Exact": 2, "Partial": 1, "Irrelevant": 0}
 
 def load_wands(path: str | Path, fractions=(0.8, 0.1, 0.1), seed: int = 0) -> SearchData:
@@ -607,7 +326,7 @@ def load_wands(path: str | Path, fractions=(0.8, 0.1, 0.1), seed: int = 0) -> Se
                             judgements=files["label"]), fractions=fractions, seed=seed, source=str(path),
                             file_columns={"item_id": "product_id", "title": "product_name"})
 
-# %% ../nbs/00_data.ipynb #6f562972
+# %% ../nbs/00_data.ipynb #cc059364
 def load_judged_table(
     path: str | Path,               # CSV, TSV or parquet file, one judged query–item pair per row
     query: str = "query",           # column with the query text
@@ -650,7 +369,7 @@ def load_judged_table(
                             source=str(path), file_columns={"item_id": item_id, "title": texts[0], "query": query,
                                                             "gain": grade, "query_id+item_id": f"{query}+{item_id}"})
 
-# %% ../nbs/00_data.ipynb #3a518f22
+# %% ../nbs/00_data.ipynb #2879805a
 def _read_atomic(file: Path) -> pd.DataFrame:
     "A RecBole atomic file with its typed header (`name:type`) reduced to plain names."
     frame = read_table(file, sep="\t")
@@ -697,7 +416,7 @@ def load_unisrec(path: str | Path, name: str | None = None) -> RecData:
     items = items[items["item_id"].isin(set(index["item_id"]))]
     return RecData(name.lower(), Catalog(items, ["title"]), rebuilt, str(path))
 
-# %% ../nbs/00_data.ipynb #320514b6
+# %% ../nbs/00_data.ipynb #4c9ddd54
 def load_s3rec(path: str | Path, name: str | None = None) -> RecData:
     "Amazon 5-core sequences in the S3-Rec format (ids only, no item text)."
     path = Path(path)
@@ -726,7 +445,7 @@ def load_s3rec(path: str | Path, name: str | None = None) -> RecData:
         items["attributes"] = [" ".join(map(str, attrs.get(i, []))) for i in item_ids]
     return RecData(file.stem.lower(), Catalog(items, []), sequences, str(file))
 
-# %% ../nbs/00_data.ipynb #aa9fdad0
+# %% ../nbs/00_data.ipynb #040f08d4
 DATASET_DIRS = {"homedepot": "homedepot-search-relevance", "wands": "wands",
                 "amazon-scientific": "amazon-scientific-unisrec", "amazon-beauty": "amazon-s3rec"}
 
@@ -737,6 +456,7 @@ def load_dataset(
 ) -> SearchData | RecData:
     "Load a dataset by name into a `SearchData` or `RecData` bundle."
     if name in ("synthetic", "synthetic-rec"):
+        from recnb.synthetic import synthetic  # the generator builds its bundles with this module
         shop = synthetic(**kw)
         return shop.search if name == "synthetic" else shop.rec
     loaders = {"homedepot": load_homedepot, "wands": load_wands, "amazon-scientific": load_unisrec,
@@ -748,7 +468,7 @@ def load_dataset(
         path = Path(load_settings().datasets_dir) / DATASET_DIRS[name]
     return loaders[name](path, **kw)
 
-# %% ../nbs/00_data.ipynb #aeeb1262
+# %% ../nbs/00_data.ipynb #9d9cf6c2
 def summarize(data: SearchData | RecData) -> dict:
     "Counts, gain distribution and text lengths of a dataset."
     out = {"name": data.name, "items": len(data.catalog)}
@@ -782,7 +502,7 @@ def plot_summary(data: SearchData | RecData):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/00_data.ipynb #7a75a037
+# %% ../nbs/00_data.ipynb #0939b36b
 def sample_search_data(
     data: SearchData,
     n_items: int,         # catalog size of the slice

@@ -3,7 +3,8 @@ import gzip, json, shutil
 from pathlib import Path
 import pandas as pd
 import pytest
-from recnb.data import DataError, load_dataset, load_judged_table, load_s3rec, load_unisrec, load_wands, split_queries, synthetic
+from recnb.data import DataError, load_dataset, load_judged_table, load_s3rec, load_unisrec, load_wands, split_queries
+from recnb.synthetic import synthetic
 from conftest import dataset_dir
 
 

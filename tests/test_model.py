@@ -13,7 +13,7 @@ def _script(out: Path, kill_at_step: int | None) -> str:
     return textwrap.dedent(f"""
         import os, signal, json
         import pytorch_lightning as pl
-        from recnb.data import synthetic
+        from recnb.synthetic import synthetic
         from recnb.model import fit
         class Kill(pl.Callback):
             def on_train_batch_end(self, trainer, *args):
@@ -41,7 +41,7 @@ def test_killed_run_resumes_and_finishes(tmp_path):
 
 
 def test_same_seed_same_validation_metrics_on_cpu(tmp_path):
-    from recnb.data import synthetic
+    from recnb.synthetic import synthetic
     from recnb.model import fit
     data = synthetic(n_items=300, n_queries=100, n_users=10, seed=0).search
     runs = [fit(data, tmp_path / f"r{i}", epochs=1, batch_size=16, max_steps=4, tracker="disabled", max_val_queries=20,
@@ -52,7 +52,7 @@ def test_same_seed_same_validation_metrics_on_cpu(tmp_path):
 
 
 def test_trained_model_loads_as_an_encoder(tmp_path):
-    from recnb.data import synthetic
+    from recnb.synthetic import synthetic
     from recnb.encoder import Encoder
     from recnb.model import fit
     data = synthetic(n_items=200, n_queries=60, n_users=5, seed=2).search
@@ -62,7 +62,7 @@ def test_trained_model_loads_as_an_encoder(tmp_path):
 
 
 def test_checkpoints_of_other_parameters_are_not_resumed(tmp_path):
-    from recnb.data import synthetic
+    from recnb.synthetic import synthetic
     from recnb.model import fit
     data = synthetic(n_items=200, n_queries=60, n_users=5, seed=2).search
     common = dict(epochs=1, batch_size=16, max_steps=2, tracker="disabled", max_val_queries=10, checkpoint_every_n_steps=1)
