@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['BF16_UNIT_ROUNDOFF', 'FP32_UNIT_ROUNDOFF', 'SMALL_BATCH', 'bf16_error_bound', 'resolve_device', 'fast_bf16',
-           'SearchResult', 'ItemIndex']
+__all__ = ['BF16_UNIT_ROUNDOFF', 'FP32_UNIT_ROUNDOFF', 'SMALL_BATCH', 'GROUP', 'GROUPED_FROM', 'bf16_error_bound',
+           'resolve_device', 'fast_bf16', 'SearchResult', 'ItemIndex']
 
 # %% ../nbs/03_scorer.ipynb #ac6ef855
 BF16_UNIT_ROUNDOFF = 2.0 ** -8   # bfloat16 keeps 8 significant bits
@@ -42,6 +42,8 @@ def fast_bf16(device: torch.device) -> bool:
 
 
 SMALL_BATCH = 1  # on a CPU without bf16 units only a single query (a matrix-vector product) gains from bf16
+GROUP = 8  # the exact pass ranks groups of this many items by their best score, then re-scores the best k groups' items
+GROUPED_FROM = 1 << 22  # scores per query block from which groups pay (measured on 2 CPU cores); below, a top-k per step
 
 class _threads:
     "Run a small step on `n` CPU threads: on a busy machine, waking a second thread costs more than a tiny gather."
@@ -141,13 +143,52 @@ class ItemIndex:
         if hi > lo: scores[rows[lo:hi], positions[lo:hi] - start] = -math.inf
 
     def _steps(self, n_queries: int):
-        "Catalog slices (start, stop) sized so that n_queries × items per step stays within `max_scores`."
-        step = min(len(self), max(self.chunk_size, self.max_scores // max(n_queries, 1)))
+        "Catalog slices (start, stop) sized so that n_queries × items per step stays within `max_scores` (a multiple of GROUP)."
+        step = max(self.chunk_size, self.max_scores // max(n_queries, 1))
+        step = min(len(self), -(-step // GROUP) * GROUP)
         return [(start, min(start + step, len(self))) for start in range(0, len(self), step)], step
 
     def _top_exact(self, queries: torch.Tensor, k: int, excluded):
-        "Exact fp32 top-k: one matmul per catalog step, top-k per step, merged."
+        "Exact fp32 top-k: one matmul per catalog step; the k best groups by their maximum, their items re-scored."
         steps, step = self._steps(len(queries))
+        if k * GROUP * 8 > len(self) or len(queries) * len(self) < GROUPED_FROM:
+            return self._top_per_step(queries, k, excluded, steps, step)
+        n_q, width = len(queries), -(-step // GROUP)         # width: groups per step
+        buffer = torch.empty(n_q * width * GROUP, device=self.device)
+        per_segment = max(1, self.max_scores // (n_q * width))  # steps whose group maxima are ranked together
+        maxima = torch.empty(n_q, per_segment * width, device=self.device)
+        kept_values, kept_groups = [], []
+        for first in range(0, len(steps), per_segment):
+            segment = steps[first:first + per_segment]
+            for s, (start, stop) in enumerate(segment):
+                stride = -(-(stop - start) // GROUP)
+                scores = buffer[: n_q * GROUP * stride].view(n_q, GROUP * stride)
+                if stop - start < GROUP * stride: scores[:, stop - start:] = -math.inf
+                torch.mm(queries, self.vectors[start:stop].T, out=scores[:, : stop - start])
+                self._mask(scores, excluded, start, stop)
+                # group j holds the step's items j, j + stride, j + 2·stride, …: one max over GROUP contiguous rows
+                torch.amax(scores.view(n_q, GROUP, stride), 1, out=maxima[:, s * width: s * width + stride])
+                maxima[:, s * width + stride:(s + 1) * width] = -math.inf
+            top = maxima[:, : len(segment) * width].topk(min(k, len(segment) * width), dim=1)
+            kept_values.append(top.values); kept_groups.append(top.indices + first * width)
+            if len(kept_values) == 32: kept_values, kept_groups = self._merge(kept_values, kept_groups, k)
+        (values,), (groups,) = self._merge(kept_values, kept_groups, k)
+        # k items each at least as good as any item outside these k groups (each group's best), so the top k lie inside
+        starts, lengths = (torch.tensor(x, device=self.device) for x in zip(*[(a, b - a) for a, b in steps]))
+        step_of, j = groups // width, groups % width
+        offsets = j.unsqueeze(2) + torch.arange(GROUP, device=self.device) * ((lengths[step_of] + GROUP - 1) // GROUP).unsqueeze(2)
+        valid = ((offsets < lengths[step_of].unsqueeze(2)) & ~torch.isneginf(values).unsqueeze(2)).flatten(1)
+        positions = (starts[step_of].unsqueeze(2) + offsets).flatten(1).where(valid, 0)
+        if excluded is not None:
+            _, rows, excluded_positions = excluded
+            keys = torch.arange(n_q, device=self.device).unsqueeze(1) * len(self) + positions
+            valid &= ~torch.isin(keys, rows * len(self) + excluded_positions)
+        exact = self._exact_scores(queries, positions).masked_fill_(~valid, -math.inf)
+        top = exact.topk(k, dim=1)
+        return top.values, positions.gather(1, top.indices)
+
+    def _top_per_step(self, queries: torch.Tensor, k: int, excluded, steps, step):
+        "Exact fp32 top-k for small work or a k near the catalog size: one matmul per step, top-k per step, merged."
         buffer = torch.empty(len(queries) * step, device=self.device)
         kept_scores, kept_positions = [], []
         for start, stop in steps:
@@ -157,6 +198,13 @@ class ItemIndex:
             kept_scores.append(top.values); kept_positions.append(top.indices + start)
             if len(kept_scores) == 32: kept_scores, kept_positions = self._merge(kept_scores, kept_positions, k)
         return [t[0] for t in self._merge(kept_scores, kept_positions, k)]
+
+    def _exact_scores(self, queries: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        "fp32 ⟨q, v⟩ of each query with the items at its row of `positions` (n_queries, c)."
+        if self.device.type == "cpu":  # a small gather + matrix-vector product per query: measured fastest on a CPU
+            return torch.stack([torch.mv(self.vectors.index_select(0, p), q) for q, p in zip(queries, positions)])
+        return torch.cat([torch.bmm(self.vectors[positions[f:f + 64]], queries[f:f + 64].unsqueeze(2)).squeeze(2)
+                          for f in range(0, len(queries), 64)])
 
     @staticmethod
     def _merge(scores: list, positions: list, k: int):
@@ -187,15 +235,10 @@ class ItemIndex:
         err = lambda a: spread + self.eta * a.abs()
         a_k, a_c = approx[:, k - 1], approx[:, -1]
         sufficient = (a_c + err(a_c) < a_k - err(a_k)) | torch.isneginf(a_c) | (n_candidates == len(self))
-        scores = torch.empty(len(queries), k, device=self.device)
-        positions = torch.empty(len(queries), k, dtype=torch.int64, device=self.device)
         with _threads(1 if self.device.type == "cpu" and len(queries) * n_candidates * self.dim < 1 << 21 else None):
-            for first in range(0, len(queries), 64):  # re-score in small blocks: the gathered candidates are (64, c, d)
-                rows = slice(first, first + 64)
-                exact = torch.bmm(self.vectors[candidates[rows]], queries[rows].unsqueeze(2)).squeeze(2)
-                exact[torch.isneginf(approx[rows])] = -math.inf
-                top = exact.topk(k, dim=1)
-                scores[rows], positions[rows] = top.values, candidates[rows].gather(1, top.indices)
+            exact = self._exact_scores(queries, candidates).masked_fill_(torch.isneginf(approx), -math.inf)
+            top = exact.topk(k, dim=1)
+            scores, positions = top.values, candidates.gather(1, top.indices)
         redo = (~sufficient).nonzero().squeeze(1)
         self.fallbacks += len(redo)
         if len(redo):  # the queries whose candidates could not be proven sufficient: one exact pass for all of them

@@ -2,7 +2,15 @@
 import numpy as np
 import pytest
 import torch
+import recnb.scorer
 from recnb.scorer import ItemIndex, bf16_error_bound
+
+
+@pytest.fixture(params=["groups", "per-step"])
+def exact_pass(request, monkeypatch):
+    "Run a test with the exact pass ranking group maxima (forced even for small work) and with a top-k per step."
+    monkeypatch.setattr(recnb.scorer, "GROUPED_FROM", 0 if request.param == "groups" else 1 << 62)
+    return request.param
 
 
 def brute_force(items, queries, k, exclude_positions=None):
@@ -38,7 +46,7 @@ def unit(rng, n, d):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "auto"])
 @pytest.mark.parametrize("n_items,d", [(1, 8), (257, 16), (4099, 64), (30011, 384)])
-def test_exact_against_numpy(precision, n_items, d):
+def test_exact_against_numpy(precision, n_items, d, exact_pass):
     rng = np.random.default_rng(n_items)
     items = unit(rng, n_items, d)
     index = ItemIndex(torch.from_numpy(items), [f"i{j}" for j in range(n_items)], device="cpu",
@@ -81,12 +89,15 @@ def test_bf16_error_bound_holds():
         assert ((approx - exact).abs() <= bound).all()
 
 
-def test_exclusions():
+def test_exclusions(exact_pass):
     rng = np.random.default_rng(1)
     items = unit(rng, 5000, 32)
     ids = [f"sku{j}" for j in range(5000)]
     queries = unit(rng, 20, 32)
     positions = [rng.choice(5000, size=int(rng.integers(0, 40)), replace=False) for _ in range(20)]
+    # also exclude each query's 5 best items (the maxima of their groups in the exact pass)
+    best = np.argsort(-(queries @ items.T), axis=1)[:, :5]
+    positions = [np.union1d(row, top) for row, top in zip(positions, best)]
     for precision in ("fp32", "bf16"):
         index = ItemIndex(torch.from_numpy(items), ids, device="cpu", chunk_size=512, max_scores=512 * 8, precision=precision)
         exclude = [[ids[p] for p in row] + ["not-in-catalog"] for row in positions]
