@@ -11,20 +11,31 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['BF16_UNIT_ROUNDOFF', 'FP32_UNIT_ROUNDOFF', 'SMALL_BATCH', 'GROUP', 'GROUPED_FROM', 'bf16_error_bound',
-           'resolve_device', 'fast_bf16', 'SearchResult', 'ItemIndex']
+__all__ = ['BF16_UNIT_ROUNDOFF', 'FP16_UNIT_ROUNDOFF', 'FP16_TINY', 'FP16_MAX_NORM', 'FP32_UNIT_ROUNDOFF', 'SMALL_BATCH', 'GROUP',
+           'GROUPED_FROM', 'error_bound', 'power_of_two_scale', 'resolve_device', 'fast_bf16', 'SearchResult',
+           'ItemIndex']
 
 # %% ../nbs/03_scorer.ipynb #ac6ef855
 BF16_UNIT_ROUNDOFF = 2.0 ** -8   # bfloat16 keeps 8 significant bits
+FP16_UNIT_ROUNDOFF = 2.0 ** -11  # float16 keeps 11
+FP16_TINY = 2.0 ** -25           # float16 rounds numbers below 2^-14 on a grid of 2^-24: off by at most this
+FP16_MAX_NORM = 2.0 ** 7         # fp16 copies are scaled (by powers of two) to norms ≤ this: scores stay ≤ 2^14 < 65504
 FP32_UNIT_ROUNDOFF = 2.0 ** -24
 
-def bf16_error_bound(d: int) -> tuple[float, float]:
-    "(ε, η) with |⟨q,v⟩ − a| ≤ ε‖q‖‖v‖ + η|a| for the bf16 score a of a bf16 matmul with fp32 sums and bf16 output."
-    u, gamma = BF16_UNIT_ROUNDOFF, d * FP32_UNIT_ROUNDOFF / (1 - d * FP32_UNIT_ROUNDOFF)
-    inputs = 2 * u + u * u                     # q and v rounded to bf16: each product off by ≤ (2u+u²)|q_i v_i|
+def error_bound(d: int, dtype: torch.dtype = torch.bfloat16) -> tuple[float, float, float]:
+    "(ε, η, ζ): |⟨q,v⟩ − a| ≤ ε‖q‖‖v‖ + η|a| + ζ(‖q‖ + ‖v‖ + 1) for the score a of a bf16/fp16 matmul with fp32 sums."
+    u = {torch.bfloat16: BF16_UNIT_ROUNDOFF, torch.float16: FP16_UNIT_ROUNDOFF}[dtype]
+    t = FP16_TINY if dtype == torch.float16 else 0.0  # bf16 has fp32's range
+    gamma = d * FP32_UNIT_ROUNDOFF / (1 - d * FP32_UNIT_ROUNDOFF)
+    inputs = 2 * u + u * u                     # q and v rounded: each product off by ≤ (2u+u²)|q_i v_i| (+ t terms)
     sums = gamma * (1 + u) ** 2                # fp32 sum of d products in any order: ≤ γ_d Σ|q̂_i v̂_i|
-    output = u / (1 - u)                       # the fp32 sum s̃ rounded to bf16 a: |a − s̃| ≤ u|s̃| ≤ u|a|/(1−u)
-    return 1.01 * (inputs + sums), 1.01 * output  # 1 % slack for evaluating the bound itself in fp32
+    output = u / (1 - u)                       # the fp32 sum s̃ rounded to 16 bits a: |a − s̃| ≤ u|s̃| ≤ u|a|/(1−u)
+    tiny = t * max((1 + gamma) * (1 + u) * d ** 0.5, (1 + gamma) * d * t + 1 / (1 - u))
+    return 1.01 * (inputs + sums), 1.01 * output, 1.01 * tiny  # 1 % slack for evaluating the bound itself in fp32
+
+def power_of_two_scale(norm: float) -> float:
+    "The power of two that brings `norm` to at most FP16_MAX_NORM (and above half of it); 1 for a zero norm."
+    return 2.0 ** math.floor(math.log2(FP16_MAX_NORM / norm)) if norm > 0 else 1.0
 
 # %% ../nbs/03_scorer.ipynb #5a32a572
 def resolve_device(device=None) -> torch.device:
@@ -41,7 +52,7 @@ def fast_bf16(device: torch.device) -> bool:
     return bool((check and check()) or (amx and amx()))
 
 
-SMALL_BATCH = 1  # on a CPU without bf16 units only a single query (a matrix-vector product) gains from bf16
+SMALL_BATCH = 1  # on a CPU without bf16 units only a single query (a matrix-vector product) gains from 16 bits
 GROUP = 8  # the exact pass ranks groups of this many items by their best score, then re-scores the best k groups' items
 GROUPED_FROM = 1 << 22  # scores per query block from which groups pay (measured on 2 CPU cores); below, a top-k per step
 
@@ -53,15 +64,17 @@ class _threads:
     def __exit__(self, *exc):
         if self.n: torch.set_num_threads(self.saved)
 
-class _exact_bf16_sums:
-    "On CUDA, forbid reduced-precision (bf16) partial sums in bf16 matmuls so the error bound holds."
+class _exact_16bit_sums:
+    "On CUDA, forbid reduced-precision partial sums in bf16 and fp16 matmuls so the error bound holds."
+    flags = ("allow_bf16_reduced_precision_reduction", "allow_fp16_reduced_precision_reduction")
     def __init__(self, device): self.cuda = device.type == "cuda"
     def __enter__(self):
         if self.cuda:
-            self.saved = torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
-            torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+            self.saved = [getattr(torch.backends.cuda.matmul, f) for f in self.flags]
+            for f in self.flags: setattr(torch.backends.cuda.matmul, f, False)
     def __exit__(self, *exc):
-        if self.cuda: torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = self.saved
+        if self.cuda:
+            for f, value in zip(self.flags, self.saved): setattr(torch.backends.cuda.matmul, f, value)
 
 # %% ../nbs/03_scorer.ipynb #99ea8ad4
 @dataclass
@@ -84,13 +97,15 @@ class ItemIndex:
         chunk_size: int = 4096,     # items scored per step (smaller batches get proportionally larger steps)
         max_scores: int = 1 << 21,  # most scores held in memory at once (queries in a block × items in a step): 8 MB
                                     # blocks measured fastest on a 2-core CPU (the scores stay in cache for the top-k)
-        precision: str = "auto",    # first pass: 'fp32' (one exact pass), 'bf16' (bf16 pass + exact fp32 re-score) or 'auto'
+        precision: str = "auto",    # first pass: 'fp32' (one exact pass), 'bf16' or 'fp16' (16-bit pass + exact fp32
+                                    # re-score), or 'auto' (bf16 where fast, else fp16 for a single query, else fp32)
     ):
         vectors = torch.as_tensor(vectors)
         if vectors.ndim != 2: raise ValueError(f"vectors must be a (n_items, d) matrix, got shape {tuple(vectors.shape)}")
         if len(ids) != vectors.shape[0]: raise ValueError(f"{len(ids)} ids for {vectors.shape[0]} vectors: pass one id per row")
         if len(set(ids)) != len(ids): raise ValueError("ids must be unique (a repeated item id would be found twice)")
-        if precision not in ("auto", "fp32", "bf16"): raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+        if precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}")
         if chunk_size < 1 or max_scores < 1: raise ValueError("chunk_size and max_scores must be positive")
         self.device = resolve_device(device)
         self.vectors = vectors.to(self.device, torch.float32).contiguous()
@@ -99,10 +114,13 @@ class ItemIndex:
         self.chunk_size, self.max_scores, self.precision = int(chunk_size), int(max_scores), precision
         self._position = {item_id: i for i, item_id in enumerate(self.ids)}
         self.max_norm = float(self.vectors.norm(dim=1).max()) if len(self) else 0.0
-        # the bf16 copy (half the bytes) for the provably-sufficient first pass
-        self.vectors_bf16 = self.vectors.to(torch.bfloat16) if precision != "fp32" else None
-        self.epsilon, self.eta = bf16_error_bound(self.dim)
-        self.fallbacks = 0  # queries whose bf16 candidates could not be proven sufficient (re-done exactly)
+        # the 16-bit copy (half the bytes) for the provably-sufficient first pass; fp16 scaled into its range
+        use_bf16 = precision == "bf16" or (precision == "auto" and fast_bf16(self.device))
+        self.low_dtype = torch.bfloat16 if use_bf16 else torch.float16
+        self.low_scale = 1.0 if use_bf16 else power_of_two_scale(self.max_norm)
+        self.vectors_low = (self.vectors * self.low_scale).to(self.low_dtype) if precision != "fp32" else None
+        self.epsilon, self.eta, self.zeta = error_bound(self.dim, self.low_dtype)
+        self.fallbacks = 0  # queries whose 16-bit candidates could not be proven sufficient (re-done exactly)
 
     def __len__(self): return self.vectors.shape[0]
     @property
@@ -214,24 +232,28 @@ class ItemIndex:
         return [top.values], [positions.gather(1, top.indices)]
 
     def _top_two_pass(self, queries: torch.Tensor, k: int, excluded):
-        "bf16 first pass keeping a provably sufficient candidate set, exact fp32 re-score; exact fallback per query."
+        "16-bit first pass keeping a provably sufficient candidate set, exact fp32 re-score; exact fallback per query."
         n_candidates = min(len(self), 2 * k + 256)
         steps, step = self._steps(len(queries))
-        low = queries.to(torch.bfloat16)
-        buffer = torch.empty(len(queries) * step, device=self.device, dtype=torch.bfloat16)
+        query_norms = queries.norm(dim=1)
+        query_scale = 1.0 if self.low_dtype == torch.bfloat16 else power_of_two_scale(float(query_norms.max()))
+        low = (queries * query_scale).to(self.low_dtype)
+        buffer = torch.empty(len(queries) * step, device=self.device, dtype=self.low_dtype)
         kept_scores, kept_positions = [], []
         for start, stop in steps:
-            approx = torch.mm(low, self.vectors_bf16[start:stop].T, out=buffer[: len(queries) * (stop - start)].view(len(queries), stop - start))
+            approx = torch.mm(low, self.vectors_low[start:stop].T, out=buffer[: len(queries) * (stop - start)].view(len(queries), stop - start))
             self._mask(approx, excluded, start, stop)
             top = approx.topk(min(n_candidates, stop - start), dim=1)
             kept_scores.append(top.values); kept_positions.append(top.indices + start)
             if len(kept_scores) == 32: kept_scores, kept_positions = self._merge(kept_scores, kept_positions, n_candidates)
         (approx,), (candidates,) = self._merge(kept_scores, kept_positions, n_candidates)
         approx = approx.float()
-        # every item's exact score lies within e(a) = ε‖q‖·max‖v‖ + η|a| of its bf16 score a, and a − e(a) grows with a,
-        # so an item can be in the exact top-k only if a + e(a) ≥ a_k − e(a_k) (a_k: the k-th best bf16 score);
-        # items left out score at most the weakest kept a_c, so the kept ones suffice when a_c + e(a_c) < a_k − e(a_k).
-        spread = self.epsilon * queries.norm(dim=1) * self.max_norm
+        # in scaled units every item's exact score lies within e(a) = ε‖q‖M + η|a| + ζ(‖q‖ + M + 1) of its 16-bit score a
+        # (M = max‖v‖), and a − e(a) grows with a, so an item can be in the exact top-k only if a + e(a) ≥ a_k − e(a_k)
+        # (a_k: the k-th best 16-bit score); items left out score at most the weakest kept a_c, so the kept ones suffice
+        # when a_c + e(a_c) < a_k − e(a_k).
+        q_norm, max_norm = query_norms * query_scale, self.max_norm * self.low_scale
+        spread = self.epsilon * q_norm * max_norm + self.zeta * (q_norm + max_norm + 1)
         err = lambda a: spread + self.eta * a.abs()
         a_k, a_c = approx[:, k - 1], approx[:, -1]
         sufficient = (a_c + err(a_c) < a_k - err(a_k)) | torch.isneginf(a_c) | (n_candidates == len(self))
@@ -254,9 +276,9 @@ class ItemIndex:
         return scores, positions
 
     def two_pass(self, n_queries: int) -> bool:
-        "Whether a batch of `n_queries` takes the bf16 first pass (else one exact fp32 pass)."
-        if self.precision != "auto": return self.precision == "bf16"
-        # a few queries read the whole catalog per query: memory-bound, so half the bytes wins even without bf16 units
+        "Whether a batch of `n_queries` takes the 16-bit first pass (else one exact fp32 pass)."
+        if self.precision != "auto": return self.precision != "fp32"
+        # a few queries read the whole catalog per query: memory-bound, so half the bytes wins even without 16-bit units
         return fast_bf16(self.device) or n_queries <= SMALL_BATCH
 
     def search(
@@ -274,7 +296,7 @@ class ItemIndex:
         scores = torch.full((len(queries), width), -math.inf, device=self.device)
         positions = torch.full((len(queries), width), -1, dtype=torch.int64, device=self.device)
         block = max(1, self.max_scores // self.chunk_size)
-        with _exact_bf16_sums(self.device), torch.inference_mode():
+        with _exact_16bit_sums(self.device), torch.inference_mode():
             for first in range(0, len(queries) if width else 0, block):
                 part = queries[first:first + block]
                 top = self._top_two_pass if self.two_pass(len(part)) else self._top_exact

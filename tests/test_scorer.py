@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 import recnb.scorer
-from recnb.scorer import ItemIndex, bf16_error_bound
+from recnb.scorer import ItemIndex, error_bound, power_of_two_scale
 
 
 @pytest.fixture(params=["groups", "per-step"])
@@ -44,7 +44,7 @@ def unit(rng, n, d):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "auto"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16", "auto"])
 @pytest.mark.parametrize("n_items,d", [(1, 8), (257, 16), (4099, 64), (30011, 384)])
 def test_exact_against_numpy(precision, n_items, d, exact_pass):
     rng = np.random.default_rng(n_items)
@@ -61,12 +61,13 @@ def test_exact_against_numpy(precision, n_items, d, exact_pass):
     assert index.fallbacks == 0
 
 
-def test_clustered_items_fall_back_and_stay_exact():
-    "Many near-identical items inside the bf16 error band: the candidate test fails and the exact pass answers."
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_clustered_items_fall_back_and_stay_exact(precision):
+    "Many near-identical items inside the 16-bit error band: the candidate test fails and the exact pass answers."
     rng = np.random.default_rng(7)
     base = unit(rng, 1, 128)
-    items = (base + 1e-3 * rng.standard_normal((2000, 128))).astype(np.float32)
-    index = ItemIndex(torch.from_numpy(items), [str(j) for j in range(2000)], device="cpu", precision="bf16")
+    items = (base + 1e-4 * rng.standard_normal((2000, 128))).astype(np.float32)
+    index = ItemIndex(torch.from_numpy(items), [str(j) for j in range(2000)], device="cpu", precision=precision)
     queries = np.concatenate([base, unit(rng, 4, 128)]).astype(np.float32)
     scores, expected = brute_force(items, queries, 10)
     assert_exact(index.search(queries, 10), scores, expected)
@@ -77,16 +78,25 @@ def test_clustered_items_fall_back_and_stay_exact():
     assert_exact(index.search(queries, 10, exclude=[[str(p) for p in row] for row in left_out]), scores, expected)
 
 
-def test_bf16_error_bound_holds():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16bit_error_bound_holds(dtype):
+    "The bound covers real matmuls: norms from tiny to large, components in fp16's subnormal range, large d."
     g = torch.Generator().manual_seed(3)
-    for d in (16, 384, 1024):
-        items = torch.randn(2000, d, generator=g) * torch.rand(2000, 1, generator=g) * 10
+    for d, spread in ((16, 10.0), (384, 10.0), (1024, 10.0), (384, 1e-6), (384, 1e6)):
+        items = torch.randn(2000, d, generator=g) * torch.rand(2000, 1, generator=g) * spread
+        items[:100] *= torch.rand(100, d, generator=g) < 0.5  # sparse rows
+        items[100:200] *= 1e-9                                 # components far below 2^-14 after scaling
         queries = torch.randn(16, d, generator=g) * 3
-        approx = (queries.bfloat16() @ items.bfloat16().T).double()
-        exact = queries.double() @ items.double().T
-        epsilon, eta = bf16_error_bound(d)
-        bound = epsilon * queries.double().norm(dim=1, keepdim=True) * items.double().norm(dim=1).max() + eta * approx.abs()
-        assert ((approx - exact).abs() <= bound).all()
+        fp16 = dtype == torch.float16
+        item_scale = power_of_two_scale(float(items.norm(dim=1).max())) if fp16 else 1.0
+        query_scale = power_of_two_scale(float(queries.norm(dim=1).max())) if fp16 else 1.0
+        approx = ((queries * query_scale).to(dtype) @ (items * item_scale).to(dtype).T).double()
+        assert torch.isfinite(approx).all()
+        exact = (queries.double() * query_scale) @ (items.double() * item_scale).T
+        epsilon, eta, zeta = error_bound(d, dtype)
+        q_norm, max_norm = queries.double().norm(dim=1, keepdim=True) * query_scale, items.double().norm(dim=1).max() * item_scale
+        bound = epsilon * q_norm * max_norm + eta * approx.abs() + zeta * (q_norm + max_norm + 1)
+        assert ((approx - exact).abs() <= bound).all(), (d, spread)
 
 
 def test_exclusions(exact_pass):
@@ -98,7 +108,7 @@ def test_exclusions(exact_pass):
     # also exclude each query's 5 best items (the maxima of their groups in the exact pass)
     best = np.argsort(-(queries @ items.T), axis=1)[:, :5]
     positions = [np.union1d(row, top) for row, top in zip(positions, best)]
-    for precision in ("fp32", "bf16"):
+    for precision in ("fp32", "bf16", "fp16"):
         index = ItemIndex(torch.from_numpy(items), ids, device="cpu", chunk_size=512, max_scores=512 * 8, precision=precision)
         exclude = [[ids[p] for p in row] + ["not-in-catalog"] for row in positions]
         found = index.search(queries, 10, exclude=exclude)
