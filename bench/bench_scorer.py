@@ -86,7 +86,7 @@ def main():
                 bound = items.nbytes / (copy_bw * 1e9)
                 print(f"  batch-1 bound at n={n:,}: {items.nbytes / 1e9:.2f} GB fp32 matrix / copy bandwidth {copy_bw:.1f} GB/s = {bound * 1e3:.1f} ms"
                       f" (read bandwidth {read_bw:.1f} GB/s); recnb {per_query * 1e3:.1f} ms/query = {bound / per_query:.0%} of the bound"
-                      f" (reads the bf16 copy: {items.nbytes / 2 / 1e9:.2f} GB)", flush=True)
+                      f" (reads the {str(index.low_dtype).removeprefix('torch.')} copy: {items.nbytes / 2 / 1e9:.2f} GB)", flush=True)
         print(f"  fallbacks to the exact pass at n={n:,}: {index.fallbacks}", flush=True)
         del index, flat, items
     return rows
