@@ -1,7 +1,7 @@
 """Why exact search of 1,000 queries does not beat faiss on this CPU: the kernels torch offers, timed beside faiss.
 
 python bench/probe_batch1000.py [--items 50000] [--queries 1000] [--repeats 5]
-Random unit vectors (d=384, seeded as in bench_scorer.py). Times, medians after a 0.3 s rest each:
+Random unit vectors (d=384), the same as bench_scorer.py's. Times, medians after a 0.3 s rest each:
 faiss IndexFlatIP's whole search; torch fp32 `mm` alone (recnb's steps, no top-k); torch's int8 kernels
 (fbgemm `quantized.linear_dynamic`, 7-bit activations so no pair of products saturates on AVX2).
 Then, for an int8 first pass, the provable error bound against the error actually seen, and how many candidates
@@ -12,10 +12,7 @@ import argparse, time, warnings
 import numpy as np
 import torch
 import faiss
-
-def unit_vectors(n, d, seed):
-    x = np.random.default_rng(seed).standard_normal((n, d), dtype=np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+from bench_scorer import unit_vectors  # the same seeded data as the scorer benchmark
 
 def median_ms(run, repeats, pause=0.3):
     run(); times = []

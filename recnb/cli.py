@@ -7,7 +7,6 @@ import typer
 
 DATASETS_HELP = ("dataset: synthetic, synthetic-rec, homedepot, wands, amazon-scientific, amazon-beauty, or table "
                  "(--path: a CSV/TSV/parquet file with one judged pair per row: query, item_id, title, gain)")
-SEEDED = ("synthetic", "synthetic-rec", "homedepot", "wands", "table")  # datasets whose split (or generator) takes a seed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="recnb: e-commerce search and recommendation, from notebook to service.")
 
@@ -19,8 +18,8 @@ def data(
     seed: int = typer.Option(0, help="split seed (and generator seed for synthetic)"),
 ):
     "Load a dataset, validate it and print its summary."
-    from recnb.data import DataError, load_dataset, summarize
-    kw = {"seed": seed} if name in SEEDED else {}
+    from recnb.data import SEEDED_DATASETS, DataError, load_dataset, summarize
+    kw = {"seed": seed} if name in SEEDED_DATASETS else {}
     try: bundle = load_dataset(name, path, **kw)
     except (DataError, ValueError) as e:
         typer.secho(f"error: {e}", fg="red", err=True); raise typer.Exit(2)
@@ -40,11 +39,11 @@ def evaluate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results as JSON here"),
 ):
     "Score BM25, the zero-shot encoder and hybrids (or popularity for recommendation) on a dataset split and print the table."
-    from recnb.data import DataError, RecData, load_dataset, sample_search_data, summarize
+    from recnb.data import SEEDED_DATASETS, DataError, RecData, load_dataset, sample_search_data, summarize
     from recnb.evaluate import evaluate_recommendation, evaluate_search, search_rankers
     from recnb.metrics import metric_table
     try:
-        kw = {"seed": seed} if name in SEEDED else {}
+        kw = {"seed": seed} if name in SEEDED_DATASETS else {}
         data = load_dataset(name, path, **kw)
     except (DataError, ValueError) as e:
         typer.secho(f"error: {e}", fg="red", err=True); raise typer.Exit(2)

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['SPLITS', 'WANDS_GAINS', 'DATASET_DIRS', 'DataError', 'require_columns', 'require_text', 'require_unique',
-           'require_known', 'read_table', 'Catalog', 'SearchData', 'RecSplit', 'RecData', 'split_queries',
-           'make_search_data', 'load_homedepot', 'load_wands', 'load_judged_table', 'load_unisrec', 'load_s3rec',
-           'load_dataset', 'summarize', 'plot_summary', 'sample_search_data']
+__all__ = ['SPLITS', 'WANDS_GAINS', 'SEEDED_DATASETS', 'DATASET_DIRS', 'DataError', 'require_columns', 'require_text',
+           'require_unique', 'require_known', 'read_table', 'Catalog', 'SearchData', 'RecSplit', 'RecData',
+           'split_queries', 'make_search_data', 'load_homedepot', 'load_wands', 'load_judged_table', 'load_unisrec',
+           'load_s3rec', 'load_dataset', 'summarize', 'plot_summary', 'sample_search_data']
 
 # %% ../nbs/00_data.ipynb #617b0791
 class DataError(ValueError):
@@ -446,6 +446,7 @@ def load_s3rec(path: str | Path, name: str | None = None) -> RecData:
     return RecData(file.stem.lower(), Catalog(items, []), sequences, str(file))
 
 # %% ../nbs/00_data.ipynb #040f08d4
+SEEDED_DATASETS = ("synthetic", "synthetic-rec", "homedepot", "wands", "table")  # their loaders split queries by `seed`
 DATASET_DIRS = {"homedepot": "homedepot-search-relevance", "wands": "wands",
                 "amazon-scientific": "amazon-scientific-unisrec", "amazon-beauty": "amazon-s3rec"}
 

@@ -189,12 +189,12 @@ def write_yaml(path: str | Path, value) -> None:
 
 def load_run_data(params: Params):
     "The dataset a parameter set names, sliced if asked."
-    from recnb.data import SearchData, load_dataset, sample_search_data
+    from recnb.data import SEEDED_DATASETS, SearchData, load_dataset, sample_search_data
     d = params.data
     kw = dict(d.options)
     if d.name in ("synthetic", "synthetic-rec"):
         kw.update(n_items=d.n_items, n_queries=d.n_queries, n_users=d.n_users, seed=params.seed, fractions=d.fractions)
-    elif d.name in ("homedepot", "wands", "table"): kw.update(fractions=d.fractions, seed=params.seed)
+    elif d.name in SEEDED_DATASETS: kw.update(fractions=d.fractions, seed=params.seed)
     data = load_dataset(d.name, d.path, **kw)
     if d.max_items and isinstance(data, SearchData): data = sample_search_data(data, d.max_items, params.seed)
     return data
