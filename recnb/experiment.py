@@ -65,6 +65,7 @@ class TrainParams(_Strict):
     num_nodes: int = Field(1, ge=1)
     precision: str = "auto"
     checkpoint_every_n_steps: int = Field(50, ge=1)
+    keep_checkpoints: bool = False               # keep checkpoints/ once model/ is saved
 
 Metric = Annotated[str, StringConstraints(pattern=r"^(ndcg|recall|mrr|hit_rate|hit|map)@[1-9]\d*$")]
 Baseline = Literal["bm25", "zero-shot", "hybrid-rrf", "hybrid-blend", "popularity"]
@@ -249,7 +250,8 @@ def run(
                          n_negatives=t.n_negatives, history_items=t.history_items, max_steps=t.max_steps,
                          max_val_queries=t.max_val_queries, patience=t.patience, seed=params.seed,
                          accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
-                         precision=t.precision, checkpoint_every_n_steps=t.checkpoint_every_n_steps, tracker=tracker,
+                         precision=t.precision, checkpoint_every_n_steps=t.checkpoint_every_n_steps,
+                         keep_checkpoints=t.keep_checkpoints, tracker=tracker,
                          project=params.project, group=params.group, run_name=params.name, progress=progress,
                          config={"params": params.model_dump(mode="json")})
             fit_info = {"best_val_ndcg@10": result.best_score, "train_pairs": result.train_pairs,

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_model.ipynb #fbc24021
 from __future__ import annotations
-import math, os, time
+import math, os, shutil, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -292,10 +292,10 @@ class FitResult:
     "Where the trained model went and how training went."
     model_dir: Path                 # Hugging Face format: the query tower (and item_tower/ if separate)
     best_score: float               # best validation NDCG@10
-    best_checkpoint: str
+    best_checkpoint: str | None     # None once removed (keep_checkpoints=False)
     history: list[dict]             # per epoch: epoch, step, train_loss, val_loss, val_ndcg@10, seconds
     train_pairs: int                # training examples per epoch
-    seconds: float                  # wall time of this call
+    seconds: float                  # wall time of the fit
     pairs_per_second: float         # training examples per second of training steps (data loading, forward, backward, update)
     resumed_from: str | None = None
 
@@ -364,6 +364,7 @@ def fit(
     num_nodes: int = 1,
     precision: str = "auto",             # auto: bf16-mixed on GPU, 32-true on CPU
     checkpoint_every_n_steps: int = 50,
+    keep_checkpoints: bool = False,      # keep checkpoints/ after the model is saved (it is removed by default)
     tracker: str | None = None,          # wandb mode: offline, online or disabled; the tracker_mode setting when omitted
     project: str = "recnb",
     group: str | None = None,            # wandb group (e.g. the sweep name)
@@ -377,10 +378,12 @@ def fit(
     from recnb.config import load_settings
     from recnb.encoder import resolve_model
     locals_for_signature = {k: v for k, v in locals().items()  # the arguments only (not the imported names above)
-                            if k not in ("data", "out_dir", "callbacks", "progress", "tracker")
+                            if k not in ("data", "out_dir", "callbacks", "progress", "tracker", "keep_checkpoints")
                             and isinstance(v, (str, int, float, bool, type(None), list, tuple, dict))}
     started = time.perf_counter()
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    signature = _fit_signature(locals_for_signature, data)
+    if (finished := _finished_fit(out_dir, signature, keep_checkpoints)) is not None: return finished
     pl.seed_everything(seed, workers=True, verbose=False)
     path = resolve_model(model)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -400,8 +403,8 @@ def fit(
     cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
     if precision == "auto": precision = "bf16-mixed" if cuda else "32-true"
     ckpt_dir = out_dir / "checkpoints"
-    resume = _resumable(ckpt_dir, out_dir, locals_for_signature, data)
-    best = ModelCheckpoint(ckpt_dir, filename="best", monitor="val_ndcg@10", mode="max", save_top_k=1,
+    resume = _resumable(ckpt_dir, out_dir, signature)
+    best = ModelCheckpoint(ckpt_dir, filename="best", monitor="val_ndcg@10", mode="max", save_top_k=1, save_weights_only=True,
                            enable_version_counter=False, save_on_train_epoch_end=False)
     last = ModelCheckpoint(ckpt_dir, filename="step", save_top_k=0, save_last=True,
                            every_n_train_steps=checkpoint_every_n_steps, enable_version_counter=False)
@@ -431,15 +434,41 @@ def fit(
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
     model_dir = save_towers(module, tokenizer, out_dir / "model")
-    score = float(best.best_model_score) if best.best_model_score is not None else float("nan")
-    return FitResult(model_dir, score, best_path, history.rows, n_pairs, time.perf_counter() - started,
-                     throughput.examples / max(throughput.seconds, 1e-9), resume)
+    if not keep_checkpoints: best_path = None
+    result = FitResult(model_dir, float(best.best_model_score) if best.best_model_score is not None else float("nan"),
+                       best_path, history.rows, n_pairs, time.perf_counter() - started,
+                       throughput.examples / max(throughput.seconds, 1e-9), resume)
+    _mark_finished(out_dir, result)
+    if not keep_checkpoints: shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return result
 
 # %% ../nbs/06_model.ipynb #dcb65b8c
-def _resumable(ckpt_dir: Path, out_dir: Path, arguments: dict, data) -> str | None:
+def _fit_signature(arguments: dict, data) -> str:
+    "What makes two fits the same: their training arguments and the data's fingerprint."
+    import json
+    return json.dumps({"arguments": arguments, "data": data.fingerprint()}, sort_keys=True, default=str)
+
+def _mark_finished(out_dir: Path, result: FitResult):
+    "Write `fit.json`, which says the fit ran to the end and its model is saved."
+    import json
+    info = {"best_score": result.best_score, "best_checkpoint": result.best_checkpoint, "train_pairs": result.train_pairs,
+            "pairs_per_second": result.pairs_per_second, "seconds": result.seconds}
+    tmp = out_dir / "fit.json.tmp"; tmp.write_text(json.dumps(info, indent=1)); tmp.replace(out_dir / "fit.json")
+
+def _finished_fit(out_dir: Path, signature: str, keep_checkpoints: bool) -> FitResult | None:
+    "The result of the same fit if it already ran to the end in `out_dir`, so that it is not redone."
+    import json
+    done, stamp, history = out_dir / "fit.json", out_dir / "checkpoints.json", out_dir / "history.json"
+    if not (done.exists() and stamp.exists() and stamp.read_text() == signature and (out_dir / "model").is_dir()): return None
+    if not keep_checkpoints: shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    info = json.loads(done.read_text())
+    return FitResult(out_dir / "model", info["best_score"], info["best_checkpoint"] if keep_checkpoints else None,
+                     json.loads(history.read_text()) if history.exists() else [], info["train_pairs"], info["seconds"],
+                     info["pairs_per_second"], resumed_from=str(done))
+
+def _resumable(ckpt_dir: Path, out_dir: Path, signature: str) -> str | None:
     "`last.ckpt` if it was written by a run with the same arguments and data; otherwise stale state is cleared."
-    import json, shutil
-    signature = json.dumps({"arguments": arguments, "data": data.fingerprint()}, sort_keys=True, default=str)
+    (out_dir / "fit.json").unlink(missing_ok=True)  # this run is not finished
     stamp, last = out_dir / "checkpoints.json", ckpt_dir / "last.ckpt"  # beside the folder, which Lightning wants empty
     if last.exists() and stamp.exists() and stamp.read_text() == signature: return str(last)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # another run's checkpoints must not be resumed
@@ -450,7 +479,6 @@ def _resumable(ckpt_dir: Path, out_dir: Path, arguments: dict, data) -> str | No
 # %% ../nbs/06_model.ipynb #e14e982d
 def save_towers(module: RetrievalModule, tokenizer, directory: str | Path) -> Path:
     "Save the towers in Hugging Face format (query tower at the top, a separate item tower in item_tower/), atomically."
-    import shutil
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

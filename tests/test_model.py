@@ -51,7 +51,7 @@ def test_same_seed_same_validation_metrics_on_cpu(tmp_path):
     assert first == second and first
 
 
-def test_trained_model_loads_as_an_encoder(tmp_path):
+def test_trained_model_loads_as_an_encoder_and_is_not_retrained(tmp_path):
     from recnb.synthetic import synthetic
     from recnb.encoder import Encoder
     from recnb.model import fit
@@ -59,6 +59,12 @@ def test_trained_model_loads_as_an_encoder(tmp_path):
     result = fit(data, tmp_path / "m", epochs=1, batch_size=16, max_steps=2, tracker="disabled", max_val_queries=10)
     vectors = Encoder(str(result.model_dir)).encode(["grey velvet sofa"])
     assert vectors.shape == (1, 384)
+    assert not (tmp_path / "m" / "checkpoints").exists(), "checkpoints are removed once the model is saved"
+    weights = result.model_dir / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    again = fit(data, tmp_path / "m", epochs=1, batch_size=16, max_steps=2, tracker="disabled", max_val_queries=10)
+    assert again.resumed_from.endswith("fit.json") and weights.stat().st_mtime_ns == stamp, "a finished fit is not redone"
+    assert (again.best_score, again.history) == (result.best_score, result.history)
 
 
 def test_checkpoints_of_other_parameters_are_not_resumed(tmp_path):
@@ -66,7 +72,7 @@ def test_checkpoints_of_other_parameters_are_not_resumed(tmp_path):
     from recnb.model import fit
     data = synthetic(n_items=200, n_queries=60, n_users=5, seed=2).search
     common = dict(epochs=1, batch_size=16, max_steps=2, tracker="disabled", max_val_queries=10, checkpoint_every_n_steps=1)
-    first = fit(data, tmp_path / "m", lr=5e-5, **common)
+    first = fit(data, tmp_path / "m", lr=5e-5, keep_checkpoints=True, **common)
     assert first.resumed_from is None and (tmp_path / "m" / "checkpoints" / "last.ckpt").exists()
     other = fit(data, tmp_path / "m", lr=1e-4, **common)
     assert other.resumed_from is None, "a run with another learning rate must start afresh"
