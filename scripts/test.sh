@@ -4,6 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 export HF_HUB_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
+# Temporary folders (trained models of the notebook examples and tests, ~100 MB each) go in one place, removed when
+# the suite passes and kept, with their path printed, when it fails.
+export TMPDIR="$(mktemp -d "${TMPDIR:-/tmp}/recnb-tests.XXXXXX")"
+trap 'status=$?; if [ $status -eq 0 ]; then rm -rf "$TMPDIR"; else echo "temporary files kept in $TMPDIR"; fi' EXIT
 source .venv/bin/activate
 echo "== nbdev-test (notebooks)"
 nbdev-test --n-workers 2
