@@ -4,12 +4,12 @@
 
 # %% ../nbs/00_config.ipynb #1e3d9860
 from __future__ import annotations
-import configparser, os
+import configparser, json, os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SETTINGS_FILE', 'SECTION', 'PATH_KEYS', 'Settings', 'find_settings_file', 'load_settings']
+__all__ = ['SETTINGS_FILE', 'SECTION', 'PATH_KEYS', 'Settings', 'find_settings_file', 'load_settings', 'write_json']
 
 # %% ../nbs/00_config.ipynb #f7d23ba0
 SETTINGS_FILE = "settings.ini"
@@ -66,3 +66,9 @@ def load_settings(
         raw = Path(values.get(key, getattr(Settings, key))).expanduser()
         values[key] = str(raw if raw.is_absolute() else (base / raw).resolve())
     return Settings(**values)
+
+# %% ../nbs/00_config.ipynb #d187f354
+def write_json(path: str | Path, value) -> None:
+    "Write JSON atomically (a temporary file, then a rename)."
+    path = Path(path); tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str)); tmp.replace(path)

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Literal, Optional
 import yaml
 from typing import Annotated
+from .config import write_json
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 # %% auto #0
 __all__ = ['Metric', 'Baseline', 'PACKAGES', 'DataParams', 'TrainParams', 'EvalParams', 'Params', 'ParamsError', 'read_yaml',
            'validate_params', 'load_params', 'set_dotted', 'code_version', 'package_versions', 'device_description',
-           'Stopwatch', 'write_json', 'write_yaml', 'load_run_data', 'run']
+           'Stopwatch', 'write_yaml', 'load_run_data', 'run']
 
 # %% ../nbs/07_experiment.ipynb #7a74f8f3
 class _Strict(BaseModel):
@@ -178,13 +179,8 @@ class Stopwatch:
         finally: self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
 
 # %% ../nbs/07_experiment.ipynb #4daec6e4
-def write_json(path: str | Path, value) -> None:
-    "Write JSON atomically (a temporary file, then a rename)."
-    path = Path(path); tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str)); tmp.replace(path)
-
 def write_yaml(path: str | Path, value) -> None:
-    "Write YAML atomically."
+    "Write YAML atomically, as `recnb.config.write_json` writes JSON."
     path = Path(path); tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(yaml.safe_dump(value, sort_keys=False)); tmp.replace(path)
 

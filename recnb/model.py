@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_model.ipynb #fbc24021
 from __future__ import annotations
-import math, os, shutil, time
+import json, math, os, shutil, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+from .config import write_json
 from .data import Catalog, RecData, SearchData
 from .encoder import Encoder, load_pretrained, pad_token_ids, pooled_unit_vectors
 
@@ -303,17 +304,14 @@ class _History(pl.Callback):
     "Keeps per-epoch metrics and writes them to `history.json` atomically."
     def __init__(self, path: Path):
         self.path, self.rows, self.started = path, [], time.perf_counter()
-        if path.exists():
-            import json
-            self.rows = json.loads(path.read_text())
+        if path.exists(): self.rows = json.loads(path.read_text())
     def on_validation_end(self, trainer, module):
         if trainer.sanity_checking: return
-        import json
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step,
                "seconds": round(time.perf_counter() - self.started, 2)}
         row.update({k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")})
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
-        tmp = self.path.with_suffix(".tmp"); tmp.write_text(json.dumps(self.rows, indent=1)); tmp.replace(self.path)
+        write_json(self.path, self.rows)
 
 class _Throughput(pl.Callback):
     "Training examples per second over the training batches only (not mining, validation or checkpoints)."
@@ -434,9 +432,8 @@ def fit(
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
     model_dir = save_towers(module, tokenizer, out_dir / "model")
-    if not keep_checkpoints: best_path = None
     result = FitResult(model_dir, float(best.best_model_score) if best.best_model_score is not None else float("nan"),
-                       best_path, history.rows, n_pairs, time.perf_counter() - started,
+                       best_path if keep_checkpoints else None, history.rows, n_pairs, time.perf_counter() - started,
                        throughput.examples / max(throughput.seconds, 1e-9), resume)
     _mark_finished(out_dir, result)
     if not keep_checkpoints: shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -445,21 +442,23 @@ def fit(
 # %% ../nbs/06_model.ipynb #dcb65b8c
 def _fit_signature(arguments: dict, data) -> str:
     "What makes two fits the same: their training arguments and the data's fingerprint."
-    import json
     return json.dumps({"arguments": arguments, "data": data.fingerprint()}, sort_keys=True, default=str)
+
+def _same_fit(out_dir: Path, signature: str) -> bool:
+    "Whether `out_dir`'s state (checkpoints, fit.json) was written by a fit with this signature."
+    stamp = out_dir / "checkpoints.json"  # beside checkpoints/, which Lightning wants empty
+    return stamp.exists() and stamp.read_text() == signature
 
 def _mark_finished(out_dir: Path, result: FitResult):
     "Write `fit.json`, which says the fit ran to the end and its model is saved."
-    import json
-    info = {"best_score": result.best_score, "best_checkpoint": result.best_checkpoint, "train_pairs": result.train_pairs,
-            "pairs_per_second": result.pairs_per_second, "seconds": result.seconds}
-    tmp = out_dir / "fit.json.tmp"; tmp.write_text(json.dumps(info, indent=1)); tmp.replace(out_dir / "fit.json")
+    write_json(out_dir / "fit.json", {"best_score": result.best_score, "best_checkpoint": result.best_checkpoint,
+                                      "train_pairs": result.train_pairs, "pairs_per_second": result.pairs_per_second,
+                                      "seconds": result.seconds})
 
 def _finished_fit(out_dir: Path, signature: str, keep_checkpoints: bool) -> FitResult | None:
     "The result of the same fit if it already ran to the end in `out_dir`, so that it is not redone."
-    import json
-    done, stamp, history = out_dir / "fit.json", out_dir / "checkpoints.json", out_dir / "history.json"
-    if not (done.exists() and stamp.exists() and stamp.read_text() == signature and (out_dir / "model").is_dir()): return None
+    done, history = out_dir / "fit.json", out_dir / "history.json"
+    if not (done.exists() and _same_fit(out_dir, signature) and (out_dir / "model").is_dir()): return None
     if not keep_checkpoints: shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     info = json.loads(done.read_text())
     return FitResult(out_dir / "model", info["best_score"], info["best_checkpoint"] if keep_checkpoints else None,
@@ -469,11 +468,11 @@ def _finished_fit(out_dir: Path, signature: str, keep_checkpoints: bool) -> FitR
 def _resumable(ckpt_dir: Path, out_dir: Path, signature: str) -> str | None:
     "`last.ckpt` if it was written by a run with the same arguments and data; otherwise stale state is cleared."
     (out_dir / "fit.json").unlink(missing_ok=True)  # this run is not finished
-    stamp, last = out_dir / "checkpoints.json", ckpt_dir / "last.ckpt"  # beside the folder, which Lightning wants empty
-    if last.exists() and stamp.exists() and stamp.read_text() == signature: return str(last)
+    last = ckpt_dir / "last.ckpt"
+    if last.exists() and _same_fit(out_dir, signature): return str(last)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # another run's checkpoints must not be resumed
     (out_dir / "history.json").unlink(missing_ok=True)
-    stamp.write_text(signature)
+    (out_dir / "checkpoints.json").write_text(signature)
     return None
 
 # %% ../nbs/06_model.ipynb #e14e982d

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Optional
 import pandas as pd
 from pydantic import Field
-from .experiment import ParamsError, _Strict, read_yaml, set_dotted, validate_params, write_json, write_yaml
+from .config import write_json
+from .experiment import ParamsError, _Strict, read_yaml, set_dotted, validate_params, write_yaml
 
 # %% auto #0
 __all__ = ['SweepSpec', 'expand', 'experiment_notebook', 'run_with_papermill', 'sweep_dir', 'run_sweep', 'leaderboard',
