@@ -170,7 +170,7 @@ class ItemIndex:
         "Exact fp32 top-k: one matmul per catalog step; the k best groups by their maximum, their items re-scored."
         steps, step = self._steps(len(queries))
         if k * GROUP * 8 > len(self) or len(queries) * len(self) < GROUPED_FROM:
-            return self._top_per_step(queries, k, excluded, steps, step)
+            return self._top_per_step(queries, self.vectors, k, excluded, steps, step)
         n_q, width = len(queries), -(-step // GROUP)         # width: groups per step
         buffer = torch.empty(n_q * width * GROUP, device=self.device)
         per_segment = max(1, self.max_scores // (n_q * width))  # steps whose group maxima are ranked together
@@ -205,12 +205,12 @@ class ItemIndex:
         top = exact.topk(k, dim=1)
         return top.values, positions.gather(1, top.indices)
 
-    def _top_per_step(self, queries: torch.Tensor, k: int, excluded, steps, step):
-        "Exact fp32 top-k for small work or a k near the catalog size: one matmul per step, top-k per step, merged."
-        buffer = torch.empty(len(queries) * step, device=self.device)
+    def _top_per_step(self, queries: torch.Tensor, vectors: torch.Tensor, k: int, excluded, steps, step):
+        "The best k of `queries` × `vectors` (fp32, or the 16-bit copies): one matmul per step, top-k per step, merged."
+        buffer = torch.empty(len(queries) * step, device=self.device, dtype=queries.dtype)
         kept_scores, kept_positions = [], []
         for start, stop in steps:
-            scores = torch.mm(queries, self.vectors[start:stop].T, out=buffer[: len(queries) * (stop - start)].view(len(queries), stop - start))
+            scores = torch.mm(queries, vectors[start:stop].T, out=buffer[: len(queries) * (stop - start)].view(len(queries), stop - start))
             self._mask(scores, excluded, start, stop)
             top = scores.topk(min(k, stop - start), dim=1)
             kept_scores.append(top.values); kept_positions.append(top.indices + start)
@@ -238,15 +238,7 @@ class ItemIndex:
         query_norms = queries.norm(dim=1)
         query_scale = 1.0 if self.low_dtype == torch.bfloat16 else power_of_two_scale(float(query_norms.max()))
         low = (queries * query_scale).to(self.low_dtype)
-        buffer = torch.empty(len(queries) * step, device=self.device, dtype=self.low_dtype)
-        kept_scores, kept_positions = [], []
-        for start, stop in steps:
-            approx = torch.mm(low, self.vectors_low[start:stop].T, out=buffer[: len(queries) * (stop - start)].view(len(queries), stop - start))
-            self._mask(approx, excluded, start, stop)
-            top = approx.topk(min(n_candidates, stop - start), dim=1)
-            kept_scores.append(top.values); kept_positions.append(top.indices + start)
-            if len(kept_scores) == 32: kept_scores, kept_positions = self._merge(kept_scores, kept_positions, n_candidates)
-        (approx,), (candidates,) = self._merge(kept_scores, kept_positions, n_candidates)
+        approx, candidates = self._top_per_step(low, self.vectors_low, n_candidates, excluded, steps, step)
         approx = approx.float()
         # in scaled units every item's exact score lies within e(a) = ε‖q‖M + η|a| + ζ(‖q‖ + M + 1) of its 16-bit score a
         # (M = max‖v‖), and a − e(a) grows with a, so an item can be in the exact top-k only if a + e(a) ≥ a_k − e(a_k)
