@@ -12,7 +12,7 @@ import torch
 from .data import Catalog
 
 # %% auto #0
-__all__ = ['Ranking', 'BM25Ranker', 'DenseRanker', 'history_vectors', 'PopularityRanker', 'HybridRanker', 'fuse']
+__all__ = ['Ranking', 'BM25Ranker', 'DenseRanker', 'ranking_of', 'history_vectors', 'PopularityRanker', 'HybridRanker', 'fuse']
 
 # %% ../nbs/04_baselines.ipynb #0b01f574
 @dataclass
@@ -83,14 +83,14 @@ class DenseRanker:
     def rank(self, queries: Sequence[str], k: int = 100) -> Ranking:
         "The top `k` items for each query text."
         if not len(queries): return Ranking([], [])
-        return _ranking(self.index.search(self.encoder.encode(list(queries)), k=k))
+        return ranking_of(self.index.search(self.encoder.encode(list(queries)), k=k))
 
     def rank_histories(self, histories: Sequence[Sequence[str]], k: int = 100, recency: float = 0.8) -> Ranking:
         "The top `k` items for each shopper, from the (recency-weighted) mean of their history's item vectors."
         vectors = history_vectors(self.index, histories, recency)
-        return _ranking(self.index.search(vectors, k=k, exclude=[list(h) for h in histories]))
+        return ranking_of(self.index.search(vectors, k=k, exclude=[list(h) for h in histories]))
 
-def _ranking(result) -> Ranking:
+def ranking_of(result) -> Ranking:
     "A `Ranking` from the scorer's result (empty slots dropped)."
     return Ranking(result.ids, [row[:len(ids)] for row, ids in zip(result.scores.tolist(), result.ids)])
 

@@ -168,6 +168,22 @@ def winner(out: Path = typer.Argument(..., help="a sweep folder")):
 
 
 @app.command()
+def package(
+    path: Path = typer.Argument(..., help="a run directory, or a sweep folder (its winner is packaged)"),
+    force: bool = typer.Option(False, help="package a sweep winner that failed the gate (recorded in the model card)"),
+    name: str = typer.Option("recnb", help="BentoML model name (the service loads RECNB_MODEL, recnb:latest by default)"),
+):
+    "Store a finished run in BentoML's model store (BENTOML_HOME) with its index, catalog, monitoring reference and model card."
+    from recnb.deploy import PackageError, package as package_run
+    try: tag = package_run(path, force=force, name=name)
+    except PackageError as e: _fail(f"error: {e}")
+    import bentoml
+    typer.echo(f"packaged {tag}\n  model card: {Path(bentoml.models.get(tag).path) / 'README.md'}\n"
+               f"  serve it:   cd bentos && RECNB_MODEL={tag} bentoml serve service:RecnbService")
+    typer.echo(tag)
+
+
+@app.command()
 def demo(
     params_file: Optional[Path] = typer.Option(None, help="parameter file; the project's params/default.yaml when omitted"),
 ):

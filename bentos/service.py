@@ -1,0 +1,101 @@
+"""recnb's BentoML service: search, recommendation and similar items from a model packaged by `recnb package`.
+
+Serve it with `bentoml serve service:RecnbService` from this folder (RECNB_MODEL picks the model, `recnb:latest` by
+default; RECNB_API_KEY, when set, guards the API routes). Everything it does is in `recnb.serving`, documented there.
+"""
+from __future__ import annotations
+import os, time
+from typing import Annotated
+import bentoml
+from recnb.baselines import Ranking
+from pydantic import Field
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from recnb.serving import (MAX_K, Answer, ApiKeyMiddleware, ErrorBodyMiddleware, History, ItemId, PackagedModel, Query,
+                           Ranked, RequestError, TopK, internal_headers)
+
+MODEL_TAG = os.environ.get("RECNB_MODEL", "recnb:latest")
+API_KEY = os.environ.get("RECNB_API_KEY") or None
+BATCH = {"max_batch_size": int(os.environ.get("RECNB_MAX_BATCH", "64")),
+         "max_latency_ms": int(os.environ.get("RECNB_MAX_LATENCY_MS", "1000"))}
+BATCHING = os.environ.get("RECNB_BATCHING", "1") != "0"  # 0: every /search ranks alone (the benchmark's comparison)
+
+
+async def info(request):
+    "GET /info: the model's tag, task, served ranker, dataset, metrics, catalog size, device and the request limits."
+    return JSONResponse(bentoml.get_current_service().model.describe())
+
+
+@bentoml.asgi_app(Starlette(routes=[Route("/info", info, methods=["GET"])]), path="/")
+@bentoml.service(
+    traffic={"timeout": int(os.environ.get("RECNB_TIMEOUT_S", "10")),
+             "max_concurrency": int(os.environ.get("RECNB_MAX_CONCURRENCY", "64"))},
+    workers=int(os.environ.get("RECNB_WORKERS", "1")),
+    resources={"cpu": os.environ.get("RECNB_CPU", "2")},
+)
+class RecnbService:
+    "Ranks a packaged catalog for a query, a shopper's history or an item."
+    packaged = bentoml.models.BentoModel(MODEL_TAG)
+
+    def __init__(self):
+        self.model = PackagedModel(self.packaged.path, tag=str(self.packaged.tag))
+        self._client_ready = False
+
+    async def _rank_in_batch(self, query: str) -> Ranked:
+        "One query through the batched API (the in-process client carries the API key, if any)."
+        client = self.to_async
+        if not self._client_ready:  # the in-process client's sessions read these headers
+            client.default_headers.update(internal_headers(API_KEY)); self._client_ready = True
+        rows = await client.search_batch(queries=[query])
+        return Ranked.model_validate(rows[0])
+
+    @bentoml.api(batchable=True, **BATCH)
+    def search_batch(self, queries: list[Query]) -> list[Ranked]:
+        "The top 100 items of each query, one exact pass for the whole batch (concurrent /search requests are joined here)."
+        ranking, _, _ = self.model.rank_queries(queries, k=MAX_K)
+        return [Ranked(ids=i, scores=s) for i, s in zip(ranking.ids, ranking.scores)]
+
+    @bentoml.api
+    async def search(
+        self,
+        query: Annotated[Query, Field(description="what the shopper typed", examples=["cordless drill"])],
+        k: TopK = 10,
+    ) -> Answer:
+        "Products for a search query, best first."
+        start = time.perf_counter()
+        if BATCHING: row = await self._rank_in_batch(query)
+        else:
+            ranking, _, _ = self.model.rank_queries([query], k=MAX_K)
+            row = Ranked(ids=ranking.ids[0], scores=ranking.scores[0])
+        items = self.model.hits(Ranking([row.ids[:k]], [row.scores[:k]]))
+        return Answer(items=items, model=self.model.tag, took_ms=round(1000 * (time.perf_counter() - start), 3))
+
+    @bentoml.api
+    def recommend(
+        self,
+        history: Annotated[History, Field(examples=[["item-1", "item-2"]])],
+        k: TopK = 10,
+    ) -> Answer:
+        "Next products for a shopper's history (oldest first); their own items are never returned."
+        start = time.perf_counter()
+        try: ranking = self.model.recommend(history, k)
+        except RequestError as e: raise bentoml.exceptions.UnprocessableEntity(e.message) from None
+        return Answer(items=self.model.hits(ranking), model=self.model.tag, took_ms=round(1000 * (time.perf_counter() - start), 3))
+
+    @bentoml.api
+    def similar(
+        self,
+        item_id: Annotated[ItemId, Field(examples=["item-1"])],
+        k: TopK = 10,
+    ) -> Answer:
+        "Products nearest to one product, without it."
+        start = time.perf_counter()
+        try: ranking = self.model.similar(item_id, k)
+        except RequestError as e: raise bentoml.exceptions.UnprocessableEntity(e.message) from None
+        return Answer(items=self.model.hits(ranking), model=self.model.tag, took_ms=round(1000 * (time.perf_counter() - start), 3))
+
+
+
+RecnbService.add_asgi_middleware(ErrorBodyMiddleware)
+RecnbService.add_asgi_middleware(ApiKeyMiddleware, key=API_KEY)

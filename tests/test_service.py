@@ -1,0 +1,214 @@
+"The deploy half over real HTTP: `recnb package`, a real `bentoml serve` on 127.0.0.1, answers equal to the offline scorer, every bad request's 4xx, the API key."
+import asyncio, json, os, signal, socket, subprocess, sys, time
+from pathlib import Path
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "test-key-7f3a"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+def recnb(*args, env):
+    return subprocess.run([sys.executable, "-m", "recnb.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT, env=env)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    "A small trained run of the synthetic shop, packaged with `recnb package` into a fresh BentoML store."
+    from recnb.experiment import run, validate_params
+    base = tmp_path_factory.mktemp("deploy")
+    params = validate_params({"name": "served", "data": {"n_items": 300, "n_queries": 80, "n_users": 40},
+                              "train": {"epochs": 1, "max_steps": 4, "batch_size": 16}, "tracker": "disabled",
+                              "eval": {"baselines": ["bm25", "zero-shot"], "model_ranker": "fine-tuned"}})
+    run_dir = base / "served"
+    run(params, run_dir)
+    env = {**os.environ, "BENTOML_HOME": str(base / "bentoml"), "HF_HUB_OFFLINE": "1"}
+    out = recnb("package", run_dir, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    tag = out.stdout.strip().splitlines()[-1]
+    assert tag.startswith("recnb:"), out.stdout
+    return {"run_dir": run_dir, "params": params, "env": env, "tag": tag}
+
+
+@pytest.fixture(scope="module")
+def server(store):
+    "`bentoml serve` on a free loopback port with the API key set; stopped by its PID (its whole process group)."
+    port = free_port()
+    env = {**store["env"], "RECNB_MODEL": store["tag"], "RECNB_API_KEY": API_KEY}
+    log = open(store["run_dir"].parent / "serve.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "service:RecnbService", "--host", "127.0.0.1",
+                             "--port", str(port)], cwd=ROOT / "bentos", env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert proc.poll() is None, (store["run_dir"].parent / "serve.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200: break
+            except httpx.HTTPError: pass
+            time.sleep(0.5)
+        else: pytest.fail("the service was not ready within 120 s")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try: proc.wait(timeout=30)
+        except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait(timeout=10)
+        time.sleep(1)
+        with pytest.raises(ProcessLookupError): os.killpg(proc.pid, 0)  # no worker left behind
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def offline(store):
+    "The run's own encoder, index and data, as the experiment evaluated them."
+    from recnb.encoder import Encoder
+    from recnb.experiment import load_run_data
+    from recnb.scorer import ItemIndex
+    run_dir = store["run_dir"]
+    return {"encoder": Encoder(run_dir / "model", device="cpu"), "index": ItemIndex.load(run_dir / "index", device="cpu"),
+            "data": load_run_data(store["params"])}
+
+
+def post(url, path, body, headers=AUTH, **kw):
+    return httpx.post(f"{url}{path}", json=body, headers=headers, timeout=30, **kw)
+
+
+def test_search_answers_equal_the_offline_scorer_alone_and_batched(server, offline):
+    queries = offline["data"].queries_in("valid")["query"].tolist()[:12]
+    expected = offline["index"].search(offline["encoder"].encode(queries), k=10)
+    def check(answers):
+        for q, a, ids, scores in zip(queries, answers, expected.ids, expected.scores.tolist()):
+            assert a.status_code == 200, a.text
+            items = a.json()["items"]
+            assert [i["item_id"] for i in items] == ids, q
+            assert max(abs(i["score"] - s) for i, s in zip(items, scores)) < 1e-5, q
+            titles = offline["data"].catalog.titles(ids)
+            assert [i["title"] for i in items] == titles
+    check([post(server, "/search", {"query": q, "k": 10}) for q in queries])
+    async def together():  # concurrent requests are joined into batches by the batchable API
+        async with httpx.AsyncClient(base_url=server, headers=AUTH, timeout=30) as client:
+            return await asyncio.gather(*(client.post("/search", json={"query": q, "k": 10}) for q in queries))
+    check(asyncio.run(together()))
+
+
+def test_recommend_and_similar_equal_the_offline_rankers(server, offline, store):
+    from recnb.baselines import DenseRanker
+    data, index = offline["data"], offline["index"]
+    dense = DenseRanker(offline["encoder"], index=index)
+    histories = [index.ids[i:i + 3] for i in (0, 10, 50)]
+    for history in histories:
+        answer = post(server, "/recommend", {"history": history, "k": 7})
+        assert answer.status_code == 200, answer.text
+        got = answer.json()
+        assert [i["item_id"] for i in got["items"]] == dense.rank_histories([history], k=7).ids[0]
+        assert not set(history) & {i["item_id"] for i in got["items"]}
+        assert got["model"] == store["tag"] and got["took_ms"] >= 0
+    item = index.ids[5]
+    answer = post(server, "/similar", {"item_id": item, "k": 5}).json()
+    vector = index.vectors[5][None]
+    assert [i["item_id"] for i in answer["items"]] == index.search(vector, k=5, exclude=[[item]]).ids[0]
+    assert item not in [i["item_id"] for i in answer["items"]]
+
+
+def test_info_names_the_model(server, store):
+    info = httpx.get(f"{server}/info", headers=AUTH, timeout=10).json()
+    assert info["tag"] == store["tag"] and info["dataset"] == "synthetic" and info["items"] == 300
+    assert info["device"] == "cpu" and info["ranker"] == "fine-tuned" and info["task"] == "search"
+    assert info["metrics"]["valid"]["fine-tuned"]["ndcg@10"] == json.loads((store["run_dir"] / "metrics.json").read_text())["valid"]["fine-tuned"]["ndcg@10"]
+
+
+BAD_REQUESTS = [  # (path, JSON body or raw bytes, status, words the error must contain)
+    ("/search", {"query": "", "k": 5}, 400, "query"),
+    ("/search", {"query": "   \t ", "k": 5}, 400, "query"),
+    ("/search", {"query": "drill " * 20_000, "k": 5}, 400, "at most 1000 characters"),
+    ("/search", {"query": "drill", "k": 0}, 400, "greater than or equal to 1"),
+    ("/search", {"query": "drill", "k": -3}, 400, "k"),
+    ("/search", {"query": "drill", "k": 101}, 400, "less than or equal to 100"),
+    ("/search", {"query": "drill", "k": "10"}, 400, "valid integer"),
+    ("/search", {"query": 42, "k": 5}, 400, "valid string"),
+    ("/search", {"k": 5}, 400, "query: Field required"),
+    ("/search", b'{"query": "drill", ', 400, "JSON"),
+    ("/search", b"not json at all", 400, "JSON"),
+    ("/recommend", {"history": [], "k": 5}, 400, "history"),
+    ("/recommend", {"history": ["P000001"] * 201, "k": 5}, 400, "at most 200 items"),
+    ("/recommend", {"history": ["P000001", "no-such-item", "nor-this"], "k": 5}, 422, "'no-such-item', 'nor-this'"),
+    ("/recommend", {"history": "P000001", "k": 5}, 400, "valid array"),
+    ("/recommend", {"k": 5}, 400, "history: Field required"),
+    ("/similar", {"item_id": "no-such-item", "k": 5}, 422, "unknown item id(s): 'no-such-item'"),
+    ("/similar", {"item_id": ["P000001"], "k": 5}, 400, "valid string"),
+    ("/similar", {"item_id": "P000001", "k": 1.5}, 400, "k"),
+]
+
+
+def test_every_bad_request_gets_its_4xx_with_one_error_body(server):
+    for path, body, status, words in BAD_REQUESTS:
+        if isinstance(body, bytes):
+            answer = httpx.post(f"{server}{path}", content=body, headers={**AUTH, "content-type": "application/json"}, timeout=30)
+        else: answer = post(server, path, body)
+        assert answer.status_code == status, (path, str(body)[:80], answer.status_code, answer.text[:300])
+        error = answer.json()
+        assert set(error) == {"error", "status", "problems"} and error["status"] == status, error
+        assert words in error["error"], (path, str(body)[:80], error)
+    assert post(server, "/search", {"query": "drill", "k": 5}).status_code == 200  # still serving
+
+
+def test_api_key_guards_the_api_routes_only(server):
+    for path, body in [("/search", {"query": "drill"}), ("/recommend", {"history": ["P000001"]}), ("/similar", {"item_id": "P000001"})]:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"}):
+            answer = post(server, path, body, headers=headers)
+            assert answer.status_code == 401 and "API key" in answer.json()["error"], answer.text
+    assert httpx.get(f"{server}/info", timeout=10).status_code == 401
+    assert post(server, "/search", {"query": "drill"}, headers={"X-API-Key": API_KEY}).status_code == 200
+    for path in ("/livez", "/readyz", "/metrics"):
+        assert httpx.get(f"{server}{path}", timeout=10).status_code == 200, path
+
+
+def test_package_refuses_an_unfinished_run(tmp_path, store):
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "params.yaml").write_text("name: half\n")
+    out = recnb("package", tmp_path / "half", env=store["env"])
+    assert out.returncode == 2 and "metrics.json, manifest.json, model, index missing" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_bento_builds_offline_and_its_dockerfiles_install_the_right_torch(store, tmp_path):
+    env = store["env"]
+    for bentofile, base, cpu_index in [("bentos/bentofile.yaml", "FROM python:3.11-slim", True),
+                                       ("bentos/bentofile.gpu.yaml", "FROM nvidia/cuda:", False)]:
+        out = subprocess.run([sys.executable, "-m", "bentoml", "build", "-f", bentofile, "--output", "tag", "."], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        bento_tag = out.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+        script = ("import bentoml, sys; b = bentoml.bentos.get(sys.argv[1]); "
+                  "bentoml.container.get_containerfile(sys.argv[1], output_path=sys.argv[2]); print(b.path)")
+        dockerfile = tmp_path / f"Dockerfile.{bento_tag.replace(':', '-')}"
+        found = subprocess.run([sys.executable, "-c", script, bento_tag, str(dockerfile)], env=env, capture_output=True,
+                               text=True, timeout=120)
+        assert found.returncode == 0, found.stderr[-3000:]
+        bento = Path(found.stdout.strip().splitlines()[-1])
+        text = dockerfile.read_text()
+        installs = "env/python/requirements.txt" in text or (
+            "env/python/install.sh" in text and "requirements.txt" in (bento / "env" / "python" / "install.sh").read_text())
+        assert base in text and installs, text[:2000]
+        requirements = (bento / "env" / "python" / "requirements.txt").read_text().splitlines()
+        assert "torch==2.13.0" in requirements
+        assert ("--extra-index-url https://download.pytorch.org/whl/cpu" in requirements) == cpu_index
+        recorded = [m["tag"] for s in __import__("yaml").safe_load((bento / "bento.yaml").read_text())["services"] for m in s["models"]]
+        assert recorded == [store["tag"]]
+
+
+def test_service_requirements_are_a_subset_of_the_project_dependencies():
+    import re, tomllib
+    declared = {re.split(r"[<>=\[ ]", d)[0].lower().replace("_", "-")
+                for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    for line in (ROOT / "bentos" / "requirements.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            assert re.split(r"[<>=\[ ]", line)[0].lower().replace("_", "-") in declared, line
