@@ -4,7 +4,7 @@ Serve it with `bentoml serve service:RecnbService` from this folder (RECNB_MODEL
 default; RECNB_API_KEY, when set, guards the API routes). Everything it does is in `recnb.serving`, documented there.
 """
 from __future__ import annotations
-import os, time
+import asyncio, os, time
 from typing import Annotated
 import bentoml
 from recnb.baselines import Ranking
@@ -13,13 +13,12 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from recnb.serving import (MAX_K, Answer, ApiKeyMiddleware, ErrorBodyMiddleware, History, ItemId, PackagedModel, Query,
-                           Ranked, RequestError, TopK, internal_headers)
+                           QueryBatcher, Ranked, RequestError, TopK)
 
 MODEL_TAG = os.environ.get("RECNB_MODEL", "recnb:latest")
 API_KEY = os.environ.get("RECNB_API_KEY") or None
-BATCH = {"max_batch_size": int(os.environ.get("RECNB_MAX_BATCH", "64")),
-         "max_latency_ms": int(os.environ.get("RECNB_MAX_LATENCY_MS", "1000"))}
-BATCHING = os.environ.get("RECNB_BATCHING", "1") != "0"  # 0: every /search ranks alone (the benchmark's comparison)
+MAX_BATCH = int(os.environ.get("RECNB_MAX_BATCH", "64"))   # queries ranked in one pass
+BATCHING = os.environ.get("RECNB_BATCHING", "1") != "0"    # 0: every /search ranks alone (the benchmark's comparison)
 
 
 async def info(request):
@@ -40,21 +39,16 @@ class RecnbService:
 
     def __init__(self):
         self.model = PackagedModel(self.packaged.path, tag=str(self.packaged.tag))
-        self._client_ready = False
+        self.batcher = QueryBatcher(self._rank, max_batch_size=MAX_BATCH)
 
-    async def _rank_in_batch(self, query: str) -> Ranked:
-        "One query through the batched API (the in-process client carries the API key, if any)."
-        client = self.to_async
-        if not self._client_ready:  # the in-process client's sessions read these headers
-            client.default_headers.update(internal_headers(API_KEY)); self._client_ready = True
-        rows = await client.search_batch(queries=[query])
-        return Ranked.model_validate(rows[0])
-
-    @bentoml.api(batchable=True, **BATCH)
-    def search_batch(self, queries: list[Query]) -> list[Ranked]:
-        "The top 100 items of each query, one exact pass for the whole batch (concurrent /search requests are joined here)."
+    def _rank(self, queries: list[str]) -> list[Ranked]:
         ranking, _, _ = self.model.rank_queries(queries, k=MAX_K)
         return [Ranked(ids=i, scores=s) for i, s in zip(ranking.ids, ranking.scores)]
+
+    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=1000)
+    def search_batch(self, queries: list[Query]) -> list[Ranked]:
+        "The top 100 items of each query in a list; concurrent calls are joined by BentoML's adaptive batching."
+        return self._rank(queries)
 
     @bentoml.api
     async def search(
@@ -62,12 +56,9 @@ class RecnbService:
         query: Annotated[Query, Field(description="what the shopper typed", examples=["cordless drill"])],
         k: TopK = 10,
     ) -> Answer:
-        "Products for a search query, best first."
+        "Products for a search query, best first (concurrent searches are ranked together)."
         start = time.perf_counter()
-        if BATCHING: row = await self._rank_in_batch(query)
-        else:
-            ranking, _, _ = self.model.rank_queries([query], k=MAX_K)
-            row = Ranked(ids=ranking.ids[0], scores=ranking.scores[0])
+        row = await self.batcher(query) if BATCHING else (await asyncio.to_thread(self._rank, [query]))[0]
         items = self.model.hits(Ranking([row.ids[:k]], [row.scores[:k]]))
         return Answer(items=items, model=self.model.tag, took_ms=round(1000 * (time.perf_counter() - start), 3))
 

@@ -13,6 +13,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
   echo "$want" > "$stamp"
 fi
+# Debian packages pip cannot provide: prometheus (promtool and the server) for the monitoring tests.
+bash scripts/install-system.sh
 # The Jupyter kernel papermill and JupyterLab use, named in settings.ini.
 kernel=$(.venv/bin/python -c "from recnb.config import load_settings; print(load_settings().kernel_name)")
 if [ ! -f ".venv/share/jupyter/kernels/$kernel/kernel.json" ]; then

@@ -99,6 +99,16 @@ def test_search_answers_equal_the_offline_scorer_alone_and_batched(server, offli
     check(asyncio.run(together()))
 
 
+def test_the_list_endpoint_ranks_each_query_like_the_scorer(server, offline):
+    queries = offline["data"].queries_in("test")["query"].tolist()[:5]
+    expected = offline["index"].search(offline["encoder"].encode(queries), k=100)
+    answer = post(server, "/search_batch", {"queries": queries})
+    assert answer.status_code == 200, answer.text
+    rows = answer.json()
+    assert [r["ids"] for r in rows] == expected.ids
+    assert post(server, "/search_batch", {"queries": ["drill", " "]}).status_code == 400
+
+
 def test_recommend_and_similar_equal_the_offline_rankers(server, offline, store):
     from recnb.baselines import DenseRanker
     data, index = offline["data"], offline["index"]

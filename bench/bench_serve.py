@@ -1,0 +1,133 @@
+"""/search under load: recnb's BentoML service with and without adaptive batching vs the plain per-request peer.
+
+python bench/bench_serve.py --model recnb:TAG [--rates 10,20,50,100,150,200] [--duration 60] [--json out.json]
+An open-model load (fixed arrival rate: request i is sent at i/rate s whatever the answers do; asyncio + httpx) on
+127.0.0.1, the same seeded query stream for every contender, rates rising until the contender saturates (p99 over
+--slo-ms, errors, or under 90 % of the offered rate answered). Each server is started, warmed and stopped by its PID.
+"""
+from __future__ import annotations
+import argparse, asyncio, json, os, platform, signal, socket, subprocess, sys, time
+from pathlib import Path
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+def cpu_name() -> str:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    name = next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name")), platform.processor())
+    return f"{name}, {os.cpu_count()} cores"
+
+
+class Server:
+    "A server process in its own session, stopped by its PID (the whole process group)."
+    def __init__(self, command: list[str], env: dict, cwd: Path, log: Path):
+        self.port = free_port()
+        self.log = open(log, "w")
+        self.proc = subprocess.Popen([*command, *(["--port", str(self.port)] if "bentoml" in command else [str(self.port)])],
+                                     cwd=cwd, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if self.proc.poll() is not None: raise RuntimeError(f"server exited; see {log}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200: return
+            except httpx.HTTPError: pass
+            time.sleep(0.5)
+        self.stop(); raise RuntimeError(f"server not ready in 180 s; see {log}")
+
+    def stop(self):
+        try: os.killpg(self.proc.pid, signal.SIGTERM); self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired: os.killpg(self.proc.pid, signal.SIGKILL); self.proc.wait()
+        except ProcessLookupError: pass
+        self.log.close()
+
+
+async def load(url: str, queries: list[str], rate: float, duration: float, headers: dict) -> dict:
+    "Send `rate` requests/s for `duration` s (open model); latency of each, errors by status."
+    n = int(rate * duration)
+    latencies, statuses = [], {}
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=2000)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30, limits=limits) as client:
+        start = time.perf_counter()
+        async def one(i):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0: await asyncio.sleep(delay)
+            sent = time.perf_counter()
+            try:
+                r = await client.post("/search", json={"query": queries[i % len(queries)], "k": 10})
+                code = r.status_code
+            except httpx.HTTPError as e: code = type(e).__name__
+            done = time.perf_counter()
+            statuses[code] = statuses.get(code, 0) + 1
+            if code == 200: latencies.append(done - sent)
+            return done
+        ends = await asyncio.gather(*(one(i) for i in range(n)))
+        wall = max(ends) - start
+    lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    ok = statuses.get(200, 0)
+    return {"rate": rate, "sent": n, "ok": ok, "errors": n - ok, "statuses": {str(k): v for k, v in statuses.items()},
+            "throughput": round(ok / wall, 1), "p50_ms": round(float(np.percentile(lat, 50)), 1),
+            "p95_ms": round(float(np.percentile(lat, 95)), 1), "p99_ms": round(float(np.percentile(lat, 99)), 1)}
+
+
+def saturated(row: dict, slo_ms: float) -> bool:
+    return row["errors"] > 0 or row["p99_ms"] > slo_ms or row["throughput"] < 0.9 * row["rate"]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="BentoML model tag written by `recnb package`")
+    p.add_argument("--rates", default="10,20,50,100,150,200,300")
+    p.add_argument("--duration", type=float, default=60)
+    p.add_argument("--slo-ms", type=float, default=1000, help="p99 above this counts as saturated")
+    p.add_argument("--contenders", default="recnb-batched,recnb-unbatched,peer-fastapi")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+    import bentoml
+    from recnb.experiment import load_params, load_run_data
+    stored = bentoml.models.get(args.model)
+    info = json.loads((Path(stored.path) / "package.json").read_text())
+    data = load_run_data(load_params(Path(info["run_dir"]) / "params.yaml"))
+    queries = data.queries_in("test")["query"].tolist()
+    np.random.default_rng(0).shuffle(queries)
+    env = {"RECNB_MODEL": str(stored.tag), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    commands = {
+        "recnb-batched": ([sys.executable, "-m", "bentoml", "serve", "service:RecnbService", "--host", "127.0.0.1"], {"RECNB_BATCHING": "1"}),
+        "recnb-unbatched": ([sys.executable, "-m", "bentoml", "serve", "service:RecnbService", "--host", "127.0.0.1"], {"RECNB_BATCHING": "0"}),
+        "peer-fastapi": ([sys.executable, str(ROOT / "bench" / "peer_service.py"), stored.path], {}),
+        "recnb-no-monitoring": ([sys.executable, "-m", "bentoml", "serve", "service:RecnbService", "--host", "127.0.0.1"], {"RECNB_MONITORING": "0"}),
+    }
+    out = {"machine": cpu_name(), "model": str(stored.tag), "ranker": info["ranker"], "items": info["items"],
+           "duration_s": args.duration, "queries": len(queries), "results": {}}
+    print(f"{out['machine']}; {out['model']} ({info['ranker']}, {info['items']:,} items); {args.duration:.0f} s per rate")
+    log_dir = ROOT / "bench" / "out"; log_dir.mkdir(parents=True, exist_ok=True)
+    for name in args.contenders.split(","):
+        command, extra = commands[name]
+        server = Server(command, {**env, **extra}, ROOT / "bentos", log_dir / f"serve-{name}.log")
+        try:
+            asyncio.run(load(server.url, queries, 10, 5, {}))  # warm up
+            rows = out["results"][name] = []
+            for rate in map(float, args.rates.split(",")):
+                row = asyncio.run(load(server.url, queries, rate, args.duration, {}))
+                rows.append(row)
+                print(f"{name:16s} {rate:6.0f}/s → {row['throughput']:7.1f}/s ok, p50 {row['p50_ms']:7.1f} p95 {row['p95_ms']:7.1f} "
+                      f"p99 {row['p99_ms']:7.1f} ms, errors {row['errors']} {row['statuses']}", flush=True)
+                if saturated(row, args.slo_ms): break
+        finally: server.stop()
+    best = {n: max(r["throughput"] for r in rows) for n, rows in out["results"].items()}
+    out["saturation_throughput"] = best
+    if "peer-fastapi" in best:
+        for n, v in best.items(): print(f"{n}: saturation throughput {v:.1f}/s = {v / best['peer-fastapi']:.2f}× the peer")
+    if args.json: args.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
