@@ -9,7 +9,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SETTINGS_FILE', 'SECTION', 'PATH_KEYS', 'Settings', 'find_settings_file', 'load_settings', 'write_json']
+__all__ = ['SETTINGS_FILE', 'SECTION', 'PATH_KEYS', 'Settings', 'find_settings_file', 'load_settings', 'resolve_device',
+           'write_json']
 
 # %% ../nbs/00_config.ipynb #f7d23ba0
 SETTINGS_FILE = "settings.ini"
@@ -66,6 +67,16 @@ def load_settings(
         raw = Path(values.get(key, getattr(Settings, key))).expanduser()
         values[key] = str(raw if raw.is_absolute() else (base / raw).resolve())
     return Settings(**values)
+
+# %% ../nbs/00_config.ipynb #219665c6
+def resolve_device(
+    device=None,  # a torch device or its name: "auto", "cpu", "cuda", "cuda:1", ...; None: the `device` setting
+):
+    "The `torch.device` to use."
+    import torch
+    device = str(device or load_settings().device)
+    if device == "auto": device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
 
 # %% ../nbs/00_config.ipynb #d187f354
 def write_json(path: str | Path, value) -> None:

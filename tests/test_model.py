@@ -2,6 +2,7 @@
 import json, os, subprocess, sys, textwrap
 from pathlib import Path
 import pytest
+import torch
 
 SMALL = "synthetic(n_items=300, n_queries=100, n_users=10, seed=0).search"
 # about 10 steps per epoch: the kill at step 7 lands mid-epoch
@@ -29,7 +30,6 @@ def test_killed_run_resumes_and_finishes(tmp_path):
     killed = subprocess.run([sys.executable, "-c", _script(out, kill_at_step=7)], capture_output=True, text=True, timeout=1200)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert (out / "checkpoints" / "last.ckpt").exists() and not (out / "model").exists()
-    import torch
     saved = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert 0 < saved["global_step"] < 7 and saved["global_step"] % 2 == 0
     resumed = subprocess.run([sys.executable, "-c", _script(out, kill_at_step=None)], capture_output=True, text=True, timeout=1200)
@@ -77,3 +77,26 @@ def test_checkpoints_of_other_parameters_are_not_resumed(tmp_path):
     other = fit(data, tmp_path / "m", lr=1e-4, **common)
     assert other.resumed_from is None, "a run with another learning rate must start afresh"
     assert [row["epoch"] for row in other.history] == [0]
+
+
+def _mixed_precision_fit(out: Path, accelerator: str):
+    "A few steps in bf16 autocast with the default gradient clipping; the loss is finite and the model loads."
+    import math
+    from recnb.encoder import Encoder
+    from recnb.model import fit
+    from recnb.synthetic import synthetic
+    data = synthetic(n_items=60, n_queries=20, n_users=5, seed=1).search
+    result = fit(data, out, epochs=1, batch_size=4, max_steps=2, max_length=16, max_val_queries=5, tracker="disabled",
+                 precision="bf16-mixed", accelerator=accelerator)
+    assert result.history and all(math.isfinite(row[key]) for row in result.history for key in ("train_loss", "val_loss"))
+    assert Encoder(str(result.model_dir)).encode(["grey velvet sofa"]).shape == (1, 384)
+
+
+def test_bf16_mixed_precision_fine_tunes_on_cpu(tmp_path):
+    _mixed_precision_fit(tmp_path / "m", "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_mixed_precision_fine_tunes_on_cuda(tmp_path):
+    _mixed_precision_fit(tmp_path / "m", "gpu")

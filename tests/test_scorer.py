@@ -175,3 +175,14 @@ def test_real_catalog_keyword_vectors(homedepot):
         # every returned item carries the best count or sits in the right order, and no better item is left out
         got = counts[catalog.positions(found.ids[row]), row]
         assert (np.diff(got) <= 0).all() and got[-1] >= np.sort(counts[:, row])[-20]
+
+
+def test_device_setting_governs_the_index(monkeypatch):
+    "`device=None` follows the `device` setting (RECNB_DEVICE), the same rule as the encoder's; an argument beats it."
+    import recnb.encoder
+    vectors = torch.eye(3)
+    monkeypatch.setenv("RECNB_DEVICE", "cpu")
+    assert ItemIndex(vectors, ["a", "b", "c"]).device == torch.device("cpu")
+    monkeypatch.setenv("RECNB_DEVICE", "meta")  # a device torch accepts that 'auto' never picks
+    assert recnb.scorer.resolve_device(None) == torch.device("meta") == recnb.encoder.resolve_device(None)  # one rule (recnb.config)
+    assert ItemIndex(vectors, ["a", "b", "c"], device="cpu").device == torch.device("cpu")
