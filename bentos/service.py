@@ -14,11 +14,16 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from recnb.serving import (MAX_K, Answer, ApiKeyMiddleware, ErrorBodyMiddleware, History, ItemId, PackagedModel, Query,
                            QueryBatcher, Ranked, RequestError, TopK)
+from recnb.monitoring import OperationalMiddleware, ServiceMonitor
 
 MODEL_TAG = os.environ.get("RECNB_MODEL", "recnb:latest")
 API_KEY = os.environ.get("RECNB_API_KEY") or None
 MAX_BATCH = int(os.environ.get("RECNB_MAX_BATCH", "64"))   # queries ranked in one pass
 BATCHING = os.environ.get("RECNB_BATCHING", "1") != "0"    # 0: every /search ranks alone (the benchmark's comparison)
+MONITORING = os.environ.get("RECNB_MONITORING", "1") != "0"  # 0: no recnb metrics, drift or anomaly detection
+ARM = os.environ.get("RECNB_ARM", "champion")               # the `arm` label of recnb's metrics
+DRIFT_WINDOW = int(os.environ.get("RECNB_DRIFT_WINDOW", "100"))   # live queries compared with the reference
+ANOMALY_INTERVAL_S = float(os.environ.get("RECNB_ANOMALY_INTERVAL_S", "10"))  # interval of the latency and error series
 
 
 async def info(request):
@@ -40,10 +45,20 @@ class RecnbService:
     def __init__(self):
         self.model = PackagedModel(self.packaged.path, tag=str(self.packaged.tag))
         self.batcher = QueryBatcher(self._rank, max_batch_size=MAX_BATCH)
+        self.monitor = None
+        if MONITORING:
+            from safetensors.torch import load_file
+            reference = load_file(str(self.model.path / "reference.safetensors"))
+            self.monitor = ServiceMonitor(self.model.describe(), reference, arm=ARM, window=DRIFT_WINDOW)
 
     def _rank(self, queries: list[str]) -> list[Ranked]:
-        ranking, _, _ = self.model.rank_queries(queries, k=MAX_K)
+        ranking, vectors, best = self.model.rank_queries(queries, k=MAX_K)
+        if self.monitor: self.monitor.searched(queries, vectors, best)
         return [Ranked(ids=i, scores=s) for i, s in zip(ranking.ids, ranking.scores)]
+
+    def _answer(self, endpoint: str, items: list, start: float) -> Answer:
+        if self.monitor: self.monitor.answered(endpoint, len(items))
+        return Answer(items=items, model=self.model.tag, took_ms=round(1000 * (time.perf_counter() - start), 3))
 
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=1000)
     def search_batch(self, queries: list[Query]) -> list[Ranked]:
@@ -59,8 +74,7 @@ class RecnbService:
         "Products for a search query, best first (concurrent searches are ranked together)."
         start = time.perf_counter()
         row = await self.batcher(query) if BATCHING else (await asyncio.to_thread(self._rank, [query]))[0]
-        items = self.model.hits(Ranking([row.ids[:k]], [row.scores[:k]]))
-        return Answer(items=items, model=self.model.tag, took_ms=round(1000 * (time.perf_counter() - start), 3))
+        return self._answer("/search", self.model.hits(Ranking([row.ids[:k]], [row.scores[:k]])), start)
 
     @bentoml.api
     def recommend(
@@ -72,7 +86,7 @@ class RecnbService:
         start = time.perf_counter()
         try: ranking = self.model.recommend(history, k)
         except RequestError as e: raise bentoml.exceptions.UnprocessableEntity(e.message) from None
-        return Answer(items=self.model.hits(ranking), model=self.model.tag, took_ms=round(1000 * (time.perf_counter() - start), 3))
+        return self._answer("/recommend", self.model.hits(ranking), start)
 
     @bentoml.api
     def similar(
@@ -84,9 +98,10 @@ class RecnbService:
         start = time.perf_counter()
         try: ranking = self.model.similar(item_id, k)
         except RequestError as e: raise bentoml.exceptions.UnprocessableEntity(e.message) from None
-        return Answer(items=self.model.hits(ranking), model=self.model.tag, took_ms=round(1000 * (time.perf_counter() - start), 3))
+        return self._answer("/similar", self.model.hits(ranking), start)
 
 
 
 RecnbService.add_asgi_middleware(ErrorBodyMiddleware)
 RecnbService.add_asgi_middleware(ApiKeyMiddleware, key=API_KEY)
+if MONITORING: RecnbService.add_asgi_middleware(OperationalMiddleware, arm=ARM, interval_s=ANOMALY_INTERVAL_S)

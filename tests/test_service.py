@@ -1,69 +1,24 @@
 "The deploy half over real HTTP: `recnb package`, a real `bentoml serve` on 127.0.0.1, answers equal to the offline scorer, every bad request's 4xx, the API key."
-import asyncio, json, os, signal, socket, subprocess, sys, time
+import asyncio, json, subprocess, sys
 from pathlib import Path
 import httpx
 import pytest
+from conftest import ROOT, recnb_cli as recnb, serve
 
-ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-key-7f3a"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
-
-
-def recnb(*args, env):
-    return subprocess.run([sys.executable, "-m", "recnb.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, cwd=ROOT, env=env)
+@pytest.fixture(scope="module")
+def store(packaged): return packaged
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    "A small trained run of the synthetic shop, packaged with `recnb package` into a fresh BentoML store."
-    from recnb.experiment import run, validate_params
-    base = tmp_path_factory.mktemp("deploy")
-    params = validate_params({"name": "served", "data": {"n_items": 300, "n_queries": 80, "n_users": 40},
-                              "train": {"epochs": 1, "max_steps": 4, "batch_size": 16}, "tracker": "disabled",
-                              "eval": {"baselines": ["bm25", "zero-shot"], "model_ranker": "fine-tuned"}})
-    run_dir = base / "served"
-    run(params, run_dir)
-    env = {**os.environ, "BENTOML_HOME": str(base / "bentoml"), "HF_HUB_OFFLINE": "1"}
-    out = recnb("package", run_dir, env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
-    tag = out.stdout.strip().splitlines()[-1]
-    assert tag.startswith("recnb:"), out.stdout
-    return {"run_dir": run_dir, "params": params, "env": env, "tag": tag}
-
-
-@pytest.fixture(scope="module")
-def server(store):
-    "`bentoml serve` on a free loopback port with the API key set; stopped by its PID (its whole process group)."
-    port = free_port()
-    env = {**store["env"], "RECNB_MODEL": store["tag"], "RECNB_API_KEY": API_KEY}
-    log = open(store["run_dir"].parent / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "service:RecnbService", "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=ROOT / "bentos", env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            assert proc.poll() is None, (store["run_dir"].parent / "serve.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200: break
-            except httpx.HTTPError: pass
-            time.sleep(0.5)
-        else: pytest.fail("the service was not ready within 120 s")
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try: proc.wait(timeout=30)
-        except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait(timeout=10)
-        time.sleep(1)
-        with pytest.raises(ProcessLookupError): os.killpg(proc.pid, 0)  # no worker left behind
-        log.close()
+def server(packaged):
+    "`bentoml serve` on a free loopback port with the API key set; stopped by its PID, no process left behind."
+    process, url = serve(packaged, packaged["run_dir"].parent / "serve.log", RECNB_API_KEY=API_KEY)
+    try: yield url
+    finally: process.stop()
 
 
 @pytest.fixture(scope="module")
