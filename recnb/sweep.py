@@ -14,8 +14,8 @@ from .config import write_json
 from .experiment import ParamsError, _Strict, read_yaml, set_dotted, validate_params, write_yaml
 
 # %% auto #0
-__all__ = ['SweepSpec', 'expand', 'experiment_notebook', 'run_with_papermill', 'sweep_dir', 'run_sweep', 'leaderboard',
-           'pick_winner']
+__all__ = ['PROJECT_TEMPLATE', 'SweepSpec', 'expand', 'experiment_notebook', 'run_with_papermill', 'sweep_dir', 'run_sweep',
+           'leaderboard', 'pick_winner']
 
 # %% ../nbs/08_sweep.ipynb #5c22d90a
 class SweepSpec(_Strict):
@@ -67,12 +67,15 @@ def expand(sweep_path: str | Path) -> tuple[SweepSpec, list[dict]]:
     return spec, sets
 
 # %% ../nbs/08_sweep.ipynb #33d86ff5
+import recnb
+PROJECT_TEMPLATE = Path(recnb.__file__).resolve().parent / "templates" / "project"  # what `recnb new` writes
+
 def experiment_notebook() -> Path:
-    "The experiment notebook papermill runs (nbs/experiment.ipynb next to the package source)."
-    import recnb
-    path = Path(recnb.__file__).resolve().parent.parent / "nbs" / "experiment.ipynb"
-    if not path.is_file(): raise FileNotFoundError(f"{path} not found: recnb's experiments need its source checkout")
-    return path
+    "The experiment notebook papermill runs: the project's `nbs/experiment.ipynb` (beside its settings.ini), else recnb's own."
+    from recnb.config import find_settings_file
+    settings = find_settings_file()
+    if settings is not None and (own := settings.parent / "nbs" / "experiment.ipynb").is_file(): return own
+    return PROJECT_TEMPLATE / "nbs" / "experiment.ipynb"
 
 def run_with_papermill(
     params_file: str | Path,       # a validated parameter file

@@ -1,0 +1,1 @@
+../../../../bentos/service.py
