@@ -6,7 +6,22 @@ from typing import Optional
 import typer
 
 DATASETS_HELP = ("dataset: synthetic, synthetic-rec, homedepot, wands, amazon-scientific, amazon-beauty, or table "
-                 "(--path: a CSV/TSV/parquet file with one judged pair per row: query, item_id, title, gain)")
+                 "(--path: a CSV/TSV/parquet file with one judged pair per row; columns named by --query-col, --item-id-col, "
+                 "--text-cols, --grade-col, grades mapped by --gains or --gain-offset)")
+
+TABLE_OPTIONS = "table only (your own judged file): "
+
+
+def _table_kw(name, query_col, item_id_col, text_cols, grade_col, gains, gain_offset, duplicates) -> dict:
+    "load_judged_table's column and gain mapping from the command line (dataset 'table' only)."
+    if name != "table": return {}
+    kw = {"query": query_col, "item_id": item_id_col or None, "text": text_cols.split(","), "grade": grade_col,
+          "gain_offset": gain_offset, "duplicates": duplicates}
+    if gains:
+        try: kw["gains"] = {label: float(g) for label, g in (pair.split("=", 1) for pair in gains.split(","))}
+        except ValueError: _fail(f"error: --gains takes label=gain pairs separated by commas, e.g. Exact=2,Partial=1,Irrelevant=0; got {gains!r}")
+    return kw
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="recnb: e-commerce search and recommendation, from notebook to service.")
 
@@ -16,10 +31,18 @@ def data(
     name: str = typer.Argument("synthetic", help=DATASETS_HELP),
     path: Optional[Path] = typer.Option(None, help="dataset file or folder; under the datasets_dir setting when omitted"),
     seed: int = typer.Option(0, help="split seed (and generator seed for synthetic)"),
+    query_col: str = typer.Option("query", help=TABLE_OPTIONS + "the query column"),
+    item_id_col: str = typer.Option("item_id", help=TABLE_OPTIONS + "the item id column; '' (or a text column): ids derived from the item text"),
+    text_cols: str = typer.Option("title", help=TABLE_OPTIONS + "item text column(s), comma-separated, the title first"),
+    grade_col: str = typer.Option("gain", help=TABLE_OPTIONS + "the judgement column"),
+    gains: str = typer.Option("", help=TABLE_OPTIONS + "label grades as label=gain pairs, e.g. Exact=2,Partial=1,Irrelevant=0"),
+    gain_offset: float = typer.Option(0.0, help=TABLE_OPTIONS + "added to numeric grades (e.g. -1 for a 1-3 scale)"),
+    duplicates: str = typer.Option("error", help=TABLE_OPTIONS + "a pair judged twice: error, max, mean or first"),
 ):
     "Load a dataset, validate it and print its summary."
     from recnb.data import SEEDED_DATASETS, DataError, load_dataset, summarize
     kw = {"seed": seed} if name in SEEDED_DATASETS else {}
+    kw.update(_table_kw(name, query_col, item_id_col, text_cols, grade_col, gains, gain_offset, duplicates))
     try: bundle = load_dataset(name, path, **kw)
     except (DataError, ValueError) as e:
         typer.secho(f"error: {e}", fg="red", err=True); raise typer.Exit(2)
@@ -37,6 +60,13 @@ def evaluate(
     seed: int = typer.Option(0, help="split seed (and slice seed)"),
     gain: str = typer.Option("linear", help="NDCG gain: linear or exponential"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results as JSON here"),
+    query_col: str = typer.Option("query", help=TABLE_OPTIONS + "the query column"),
+    item_id_col: str = typer.Option("item_id", help=TABLE_OPTIONS + "the item id column; '' (or a text column): ids derived from the item text"),
+    text_cols: str = typer.Option("title", help=TABLE_OPTIONS + "item text column(s), comma-separated, the title first"),
+    grade_col: str = typer.Option("gain", help=TABLE_OPTIONS + "the judgement column"),
+    gains: str = typer.Option("", help=TABLE_OPTIONS + "label grades as label=gain pairs, e.g. Exact=2,Partial=1,Irrelevant=0"),
+    gain_offset: float = typer.Option(0.0, help=TABLE_OPTIONS + "added to numeric grades (e.g. -1 for a 1-3 scale)"),
+    duplicates: str = typer.Option("error", help=TABLE_OPTIONS + "a pair judged twice: error, max, mean or first"),
 ):
     "Score BM25, the zero-shot encoder and hybrids (or popularity for recommendation) on a dataset split and print the table."
     from recnb.data import SEEDED_DATASETS, DataError, RecData, load_dataset, sample_search_data, summarize
@@ -44,6 +74,7 @@ def evaluate(
     from recnb.metrics import metric_table
     try:
         kw = {"seed": seed} if name in SEEDED_DATASETS else {}
+        kw.update(_table_kw(name, query_col, item_id_col, text_cols, grade_col, gains, gain_offset, duplicates))
         data = load_dataset(name, path, **kw)
     except (DataError, ValueError) as e:
         typer.secho(f"error: {e}", fg="red", err=True); raise typer.Exit(2)

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['SPLITS', 'WANDS_GAINS', 'SEEDED_DATASETS', 'DATASET_DIRS', 'DataError', 'require_columns', 'require_text',
-           'require_unique', 'require_known', 'read_table', 'Catalog', 'SearchData', 'RecSplit', 'RecData',
-           'split_queries', 'make_search_data', 'load_homedepot', 'load_wands', 'load_judged_table', 'load_unisrec',
-           'load_s3rec', 'load_dataset', 'summarize', 'plot_summary', 'sample_search_data']
+__all__ = ['SPLITS', 'WANDS_GAINS', 'DUPLICATE_POLICIES', 'DATASET_NAMES', 'SEEDED_DATASETS', 'DATASET_DIRS', 'DataError',
+           'require_columns', 'require_text', 'require_unique', 'require_known', 'read_table', 'Catalog', 'SearchData',
+           'RecSplit', 'RecData', 'split_queries', 'make_search_data', 'load_homedepot', 'load_wands',
+           'load_judged_table', 'load_unisrec', 'load_s3rec', 'load_dataset', 'summarize', 'plot_summary',
+           'sample_search_data']
 
 # %% ../nbs/00_data.ipynb #617b0791
 class DataError(ValueError):
@@ -327,24 +328,29 @@ def load_wands(path: str | Path, fractions=(0.8, 0.1, 0.1), seed: int = 0) -> Se
                             file_columns={"item_id": "product_id", "title": "product_name"})
 
 # %% ../nbs/00_data.ipynb #cc059364
+DUPLICATE_POLICIES = ("error", "max", "mean", "first")
+
 def load_judged_table(
     path: str | Path,               # CSV, TSV or parquet file, one judged query–item pair per row
     query: str = "query",           # column with the query text
-    item_id: str = "item_id",       # column with the item id
+    item_id: str | None = "item_id",  # column with the item id; None (or a text column): ids derived from the item text
     text: str | list[str] = "title",  # column(s) with the item text; the first is the title
     grade: str = "gain",            # column with the judgement
     gains: Mapping[str, float] | None = None,  # label -> gain for label grades; numeric grades when omitted
     gain_offset: float = 0.0,       # added to numeric grades (e.g. -1 for a 1–3 scale)
     query_id: str | None = None,    # column with query ids; numbered from the query text when omitted
+    duplicates: str = "error",      # a (query, item) pair judged twice: "error", or keep its "max", "mean" or "first" grade
     name: str | None = None,        # dataset name; the file stem by default
     sep: str | None = None, encoding: str = "utf-8",
     fractions=(0.8, 0.1, 0.1), seed: int = 0,
 ) -> SearchData:
     "A search dataset from one judged query–product table and a column mapping."
     path = Path(path)
+    if duplicates not in DUPLICATE_POLICIES: raise ValueError(f"duplicates={duplicates!r}; choose one of {DUPLICATE_POLICIES}")
     raw = read_table(path, sep=sep, encoding=encoding)
     texts = [text] if isinstance(text, str) else list(text)
-    require_columns(raw, [query, item_id, *texts, grade] + ([query_id] if query_id else []), path)
+    derived = item_id is None or item_id in texts  # no id column of its own: ids are the item text's hash
+    require_columns(raw, list(dict.fromkeys([query, *([] if derived else [item_id]), *texts, grade] + ([query_id] if query_id else []))), path)
     require_text(raw, query, path); require_text(raw, texts[0], path)
     if gains is not None:
         unknown = ~raw[grade].isin(list(gains))
@@ -354,20 +360,35 @@ def load_judged_table(
         gain = pd.to_numeric(raw[grade], errors="coerce") + gain_offset
         bad = gain.isna() | (gain < 0)
         if bad.any(): raise DataError(path, f"grade must be a number ≥ {0.0 - gain_offset:g}", grade, _row_example(raw, bad))
-    items = raw[[item_id, *texts]].drop_duplicates(item_id).rename(columns={item_id: "item_id", texts[0]: "title"})
+    if derived:
+        joined = raw[texts].fillna("").astype(str).agg("\x1f".join, axis=1)
+        ids = "t" + joined.map(lambda t: hashlib.sha1(t.encode()).hexdigest()[:12])
+    else: ids = raw[item_id].astype(str)
+    items = pd.DataFrame({"item_id": ids, "title": raw[texts[0]], **{t: raw[t] for t in texts[1:]}}).drop_duplicates("item_id")
     fields = ["title", *texts[1:]]
     if query_id:
         queries = raw[[query_id, query]].drop_duplicates(query_id).rename(columns={query_id: "query_id", query: "query"})
-        qids = raw[query_id].astype(str)
+        qids = raw[query_id].astype(str).values
     else:
         terms = pd.Index(raw[query].unique())
         queries = pd.DataFrame({"query_id": [f"q{k:06d}" for k in range(len(terms))], "query": terms})
         qids = queries["query_id"].values[terms.get_indexer(raw[query])]
-    judgements = pd.DataFrame({"query_id": qids, "item_id": raw[item_id], "gain": gain})
-    return make_search_data(name or path.name.split(".")[0], items, queries, judgements, fields,
-                            files=dict(items=path, queries=path, judgements=path), fractions=fractions, seed=seed,
-                            source=str(path), file_columns={"item_id": item_id, "title": texts[0], "query": query,
-                                                            "gain": grade, "query_id+item_id": f"{query}+{item_id}"})
+    judgements = pd.DataFrame({"query_id": qids, "item_id": ids.values, "gain": gain.values})
+    if duplicates != "error":
+        judgements = judgements.groupby(["query_id", "item_id"], as_index=False, sort=False)["gain"].agg(duplicates)
+    pair = f"{query}+{item_id if not derived else texts[0]}"
+    note = " (item ids derived from the item text)" if derived else ""
+    try:
+        return make_search_data(name or path.name.split(".")[0], items, queries, judgements, fields,
+                                files=dict(items=path, queries=path, judgements=path), fractions=fractions, seed=seed,
+                                source=f"{path}{note}", file_columns={"item_id": item_id or texts[0], "title": texts[0],
+                                                                       "query": query, "gain": grade, "query_id+item_id": pair})
+    except DataError as e:
+        if e.column != pair: raise
+        raise DataError(e.path, e.problem, e.column, e.example, hint="a pair judged more than once needs a choice: "
+                        "duplicates='max', 'mean' or 'first' (data.options.duplicates in a parameter file, --duplicates "
+                        "for recnb evaluate)") from None
+
 
 # %% ../nbs/00_data.ipynb #2879805a
 def _read_atomic(file: Path) -> pd.DataFrame:
@@ -446,6 +467,7 @@ def load_s3rec(path: str | Path, name: str | None = None) -> RecData:
     return RecData(file.stem.lower(), Catalog(items, []), sequences, str(file))
 
 # %% ../nbs/00_data.ipynb #040f08d4
+DATASET_NAMES = ("synthetic", "synthetic-rec", "homedepot", "wands", "amazon-scientific", "amazon-beauty", "table", "unisrec", "s3rec")
 SEEDED_DATASETS = ("synthetic", "synthetic-rec", "homedepot", "wands", "table")  # their loaders split queries by `seed`
 DATASET_DIRS = {"homedepot": "homedepot-search-relevance", "wands": "wands",
                 "amazon-scientific": "amazon-scientific-unisrec", "amazon-beauty": "amazon-s3rec"}
@@ -462,7 +484,7 @@ def load_dataset(
         return shop.search if name == "synthetic" else shop.rec
     loaders = {"homedepot": load_homedepot, "wands": load_wands, "amazon-scientific": load_unisrec,
                "unisrec": load_unisrec, "amazon-beauty": load_s3rec, "s3rec": load_s3rec, "table": load_judged_table}
-    if name not in loaders: raise ValueError(f"unknown dataset {name!r}; known: {['synthetic', 'synthetic-rec', *loaders]}")
+    if name not in loaders: raise ValueError(f"unknown dataset {name!r}; known: {list(DATASET_NAMES)}")
     if path is None:
         if name not in DATASET_DIRS: raise ValueError(f"dataset {name!r} needs path=...")
         from recnb.config import load_settings
@@ -472,7 +494,7 @@ def load_dataset(
 # %% ../nbs/00_data.ipynb #9d9cf6c2
 def summarize(data: SearchData | RecData) -> dict:
     "Counts, gain distribution and text lengths of a dataset."
-    out = {"name": data.name, "items": len(data.catalog)}
+    out = {"name": data.name, "source": data.source, "items": len(data.catalog)}
     if data.catalog.has_text:
         lengths = pd.Series(data.catalog.texts()).str.split().str.len()
         out["item_words_median"] = float(lengths.median())

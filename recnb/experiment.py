@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 # %% auto #0
 __all__ = ['Metric', 'Baseline', 'PACKAGES', 'DataParams', 'TrainParams', 'EvalParams', 'Params', 'ParamsError', 'read_yaml',
-           'validate_params', 'load_params', 'set_dotted', 'code_version', 'package_versions', 'device_description',
-           'Stopwatch', 'write_yaml', 'load_run_data', 'run']
+           'dataset_problems', 'validate_params', 'load_params', 'set_dotted', 'code_version', 'package_versions',
+           'device_description', 'Stopwatch', 'write_yaml', 'load_run_data', 'run']
 
 # %% ../nbs/07_experiment.ipynb #7a74f8f3
 class _Strict(BaseModel):
@@ -112,18 +112,32 @@ def read_yaml(path: str | Path) -> dict:
     if not isinstance(values, dict): raise ParamsError(str(path), ["the file must hold a mapping of keys to values"])
     return values
 
+def dataset_problems(data: dict) -> list[str]:
+    "What is wrong with `data.name` and `data.path` before anything loads: an unknown name, a missing file or folder."
+    from recnb.data import DATASET_DIRS, DATASET_NAMES
+    from recnb.config import load_settings
+    if not isinstance(data, dict): return []
+    name, path = data.get("name", "synthetic"), data.get("path")
+    if not isinstance(name, str): return []
+    if name not in DATASET_NAMES: return [f"data.name: unknown dataset {name!r}; known: {', '.join(DATASET_NAMES)}"]
+    if path is None and name in ("table", "unisrec", "s3rec"): return [f"data.path: dataset {name!r} needs a path (a file or folder)"]
+    if path is None and name in DATASET_DIRS: path = Path(load_settings().datasets_dir) / DATASET_DIRS[name]
+    if path is not None and not Path(path).exists(): return [f"data.path: {path} does not exist (dataset {name!r})"]
+    return []
+
 def validate_params(values: dict, source: str = "<params>") -> Params:
-    "Validate a mapping; all problems are raised together as `ParamsError`."
-    try: return Params.model_validate(values)
+    "Validate a mapping; all problems (keys, values, the dataset's name and path) are raised together as `ParamsError`."
+    problems = dataset_problems(values.get("data", {})) if isinstance(values, dict) else []
+    try: params = Params.model_validate(values)
     except ValidationError as e:
-        problems = []
         for err in e.errors():
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
             msg = err["msg"].replace("Value error, ", "")
             if err["type"] == "extra_forbidden": msg = "unknown key"
             got = "" if err["type"] in ("extra_forbidden", "value_error") or "input" not in err else f" (got {err['input']!r})"
             problems.append(f"{key}: {msg}{got}")
-        raise ParamsError(source, problems) from None
+    if problems: raise ParamsError(source, problems) from None
+    return params
 
 def load_params(path: str | Path, overrides: dict | None = None) -> Params:
     "Read and validate a parameter file; `overrides` (dotted keys) win over the file."

@@ -220,3 +220,34 @@ def test_cli_data_on_a_users_table(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "recnb.cli", "data", "table", "--path", str(tmp_path / "bad.csv")], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert all(s in bad.stderr for s in ("bad.csv", "'gain'", "line 3", "≥ 0;"))
+
+
+def test_a_public_table_without_ids_and_with_repeated_pairs_loads_from_the_command_line(tmp_path):
+    "Home Depot's judgements as a user might export them: no product id, titles as the only item key, pairs judged twice."
+    import subprocess, sys
+    raw = pd.read_csv(dataset_dir("homedepot-search-relevance") / "train.csv.gz", encoding="latin-1")
+    table = raw[["search_term", "product_title", "relevance"]].head(3000)
+    table = pd.concat([table, table.head(5).assign(relevance=1.0)])  # the same (query, product) judged twice
+    path = tmp_path / "judged.csv"; table.to_csv(path, index=False)
+    args = [sys.executable, "-m", "recnb.cli", "evaluate", "table", "--path", str(path), "--rankers", "bm25",
+            "--query-col", "search_term", "--item-id-col", "product_title", "--text-cols", "product_title",
+            "--grade-col", "relevance", "--gain-offset", "-1"]
+    refused = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "duplicates='max', 'mean' or 'first'" in refused.stderr, refused.stderr
+    assert "search_term+product_title" in refused.stderr and "Traceback" not in refused.stderr
+    loaded = subprocess.run(args + ["--duplicates", "max"], capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert "bm25" in loaded.stdout
+    data = load_judged_table(path, query="search_term", item_id="product_title", text="product_title", grade="relevance",
+                             gain_offset=-1, duplicates="max")
+    assert "item ids derived from the item text" in data.source
+    assert len(data.judgements) == len(table.drop_duplicates(["search_term", "product_title"]))
+
+
+def test_an_unknown_dataset_or_a_missing_path_is_a_parameter_problem():
+    from recnb.experiment import ParamsError, validate_params
+    with pytest.raises(ParamsError) as e:
+        validate_params({"data": {"name": "home-depot"}, "train": {"epochs": "one"}})
+    assert len(e.value.problems) == 2 and "unknown dataset 'home-depot'" in e.value.problems[0]
+    with pytest.raises(ParamsError, match="does not exist"): validate_params({"data": {"name": "table", "path": "/no/such.csv"}})
+    with pytest.raises(ParamsError, match="needs a path"): validate_params({"data": {"name": "table"}})
