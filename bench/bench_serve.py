@@ -89,6 +89,8 @@ def main():
     p.add_argument("--duration", type=float, default=60)
     p.add_argument("--slo-ms", type=float, default=1000, help="p99 above this counts as saturated")
     p.add_argument("--contenders", default="recnb-batched,recnb-unbatched,peer-fastapi")
+    p.add_argument("--overhead-rounds", type=int, default=2, help="monitoring on/off pairs at --overhead-rate (0: skip)")
+    p.add_argument("--overhead-rate", type=float, default=20)
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     import bentoml
@@ -122,6 +124,25 @@ def main():
                       f"p99 {row['p99_ms']:7.1f} ms, errors {row['errors']} {row['statuses']}", flush=True)
                 if saturated(row, args.slo_ms): break
         finally: server.stop()
+    rounds = []
+    for _ in range(args.overhead_rounds):  # monitoring on and off, alternated, same rate: its cost on /search latency
+        pair = {}
+        for name in ("recnb-batched", "recnb-no-monitoring"):
+            command, extra = commands[name]
+            server = Server(command, {**env, **extra}, ROOT / "bentos", log_dir / f"serve-{name}-overhead.log")
+            try:
+                asyncio.run(load(server.url, queries, 10, 5, {}))
+                pair[name] = asyncio.run(load(server.url, queries, args.overhead_rate, args.duration, {}))
+            finally: server.stop()
+            print(f"overhead {name:20s} {args.overhead_rate:.0f}/s: p50 {pair[name]['p50_ms']} p99 {pair[name]['p99_ms']} ms, "
+                  f"errors {pair[name]['errors']}", flush=True)
+        rounds.append(pair)
+    if rounds:
+        on = float(np.median([r["recnb-batched"]["p99_ms"] for r in rounds]))
+        off = float(np.median([r["recnb-no-monitoring"]["p99_ms"] for r in rounds]))
+        out["monitoring_overhead"] = {"rate": args.overhead_rate, "rounds": rounds, "p99_on_ms": on, "p99_off_ms": off,
+                                      "p99_ratio": round(on / off, 3)}
+        print(f"monitoring at {args.overhead_rate:.0f}/s: median p99 {on:.1f} ms on vs {off:.1f} ms off = {on / off:.3f}×")
     best = {n: max(r["throughput"] for r in rows) for n, rows in out["results"].items()}
     out["saturation_throughput"] = best
     if "peer-fastapi" in best:
