@@ -226,6 +226,7 @@ def new(
     if directory.exists() and any(directory.iterdir()): _fail(f"error: {directory} exists and is not empty; choose a new folder")
     shutil.copytree(PROJECT_TEMPLATE, directory, dirs_exist_ok=True,  # links in a checkout, files in a wheel: copied as files
                     ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
+    for template in directory.rglob("*.tmpl"): template.rename(template.with_suffix(""))  # kept out of the package's modules
     defaults = "\n".join(f"{f.name} = {f.default}" for f in fields(Settings))
     (directory / SETTINGS_FILE).write_text(f"# recnb's project-wide defaults; each can be overridden by RECNB_<KEY>.\n"
                                            f"# datasets_dir: where real datasets are looked up by name.\n[{SECTION}]\n{defaults}\n")
