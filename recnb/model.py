@@ -88,6 +88,8 @@ class RetrievalModule(pl.LightningModule):
         self.query_tower = load_pretrained(path)[1]
         self.item_tower = self.query_tower if shared_towers else load_pretrained(path)[1]
         self.query_tower.train(); self.item_tower.train()  # from_pretrained returns eval mode; training uses dropout
+        for tower in (self.query_tower, self.item_tower):  # the towers mean-pool, so a BERT pooler never reaches the loss
+            if getattr(tower, "pooler", None) is not None: tower.pooler.requires_grad_(False)  # and DDP must not wait for it
         self.log_temperature = torch.nn.Parameter(torch.tensor(math.log(temperature)), requires_grad=learn_temperature)
         self.evaluation = None  # set by the data module: what validation ranks
 
@@ -110,7 +112,10 @@ class RetrievalModule(pl.LightningModule):
 
     def on_validation_epoch_end(self):
         if self.evaluation is None or self.trainer.sanity_checking: return
-        score = self.evaluation(self)
+        # one process ranks the whole catalog; the others wait for its score, so that checkpointing and early
+        # stopping decide alike on every process (ranks that disagree on stopping hang in the next collective)
+        score = self.evaluation(self) if self.trainer.is_global_zero else None
+        score = self.trainer.strategy.broadcast(score, src=0)
         self.log(f"val_ndcg@{self.hparams.eval_k}", score, prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):
@@ -322,24 +327,31 @@ class _History(pl.Callback):
                "seconds": round(time.perf_counter() - self.started, 2)}
         row.update({k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")})
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
-        write_json(self.path, self.rows)
+        if trainer.is_global_zero: write_json(self.path, self.rows)
 
 class _Throughput(pl.Callback):
-    "Training examples per second over the training batches only (not mining, validation or checkpoints)."
+    "Training examples per second over the training batches only (not mining, validation or checkpoints), all processes together."
     def __init__(self): self.seconds, self.examples, self._start = 0.0, 0, None
     def on_train_batch_start(self, trainer, module, batch, batch_idx): self._start = time.perf_counter()
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         if self._start is not None:
             self.seconds += time.perf_counter() - self._start
             self.examples += batch["mask"].shape[0]
+    def on_train_end(self, trainer, module):
+        if trainer.world_size == 1: return
+        over_ranks = lambda value, op: trainer.strategy.reduce(torch.tensor(float(value), device=module.device), reduce_op=op).item()
+        # the processes train side by side: their examples add up, over the time of the slowest
+        self.examples, self.seconds = int(over_ranks(self.examples, "sum")), over_ranks(self.seconds, "max")
 
 class _Mining(pl.Callback):
-    "Re-mines hard negatives with the current model at each epoch start, and tells the dataset the epoch."
+    "Re-mines hard negatives with the current model at each epoch start (one process mines, all use them), and tells the dataset the epoch."
     def __init__(self, datamodule: RetrievalDataModule): self.datamodule = datamodule
     def on_train_epoch_start(self, trainer, module):
         self.datamodule.train_set.epoch = trainer.current_epoch
         if self.datamodule.negatives == "model" and self.datamodule.n_negatives:
-            self.datamodule.mine_with_model(module)
+            if trainer.is_global_zero: self.datamodule.mine_with_model(module)
+            train_set = self.datamodule.train_set
+            train_set.negatives = trainer.strategy.broadcast(train_set.negatives, src=0)
 
 # %% ../nbs/06_model.ipynb #b05628fe
 def fit(
@@ -384,6 +396,9 @@ def fit(
 ) -> FitResult:
     "Fine-tune the two-tower encoder on `data` and save the best model in Hugging Face format."
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.strategies import FSDPStrategy
+    from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
+    from pytorch_lightning.utilities import rank_zero_only
     from recnb.config import load_settings
     from recnb.encoder import resolve_model
     locals_for_signature = {k: v for k, v in locals().items()  # the arguments only (not the imported names above)
@@ -401,18 +416,12 @@ def fit(
                                      max_val_queries=max_val_queries, length_buckets=length_buckets)
     n_pairs = len(datamodule.train_set)
     if n_pairs == 0: raise ValueError("no training examples: check min_positive_gain and the train split")
-    steps_per_epoch = max(n_pairs // batch_size, 1)
-    total = steps_per_epoch * epochs if max_steps < 0 else min(max_steps, steps_per_epoch * epochs)
-    limit_batches = None
-    if 0 < max_steps < steps_per_epoch:  # a short run is one short epoch, so it still ends with a validation
-        limit_batches, epochs = max_steps, 1
-    module = RetrievalModule(path, lr, weight_decay, warmup_ratio, temperature, learn_temperature, symmetric,
-                             shared_towers, total_steps=total)
-    module.evaluation = catalog_validation(data, tokenizer, max_length, 10, history_items, max_val_queries)
     cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
     if precision == "auto": precision = "bf16-mixed" if cuda else "32-true"
     ckpt_dir = out_dir / "checkpoints"
-    resume = _resumable(ckpt_dir, out_dir, signature)
+    # under strategy="ddp" Lightning runs the calling script again for every other process, which reaches this line
+    # while rank 0 waits for it: only rank 0 prepares out_dir, the others read what it found
+    resume = _resumable(ckpt_dir, out_dir, signature, prepare=rank_zero_only.rank == 0)
     best = ModelCheckpoint(ckpt_dir, filename="best", monitor="val_ndcg@10", mode="max", save_top_k=1, save_weights_only=True,
                            enable_version_counter=False, save_on_train_epoch_end=False)
     last = ModelCheckpoint(ckpt_dir, filename="step", save_top_k=0, save_last=True,
@@ -427,27 +436,44 @@ def fit(
         os.environ.setdefault("WANDB_SILENT", "true")
         logger = WandbLogger(project=project, group=group, name=run_name or out_dir.name, save_dir=str(out_dir),
                              offline=(mode == "offline"), log_model=False)
+    trainer = pl.Trainer(max_epochs=epochs, max_steps=max_steps, accelerator=accelerator, devices=devices, strategy=strategy,
+                         num_nodes=num_nodes, precision=precision, gradient_clip_val=gradient_clip, callbacks=callbacks,
+                         logger=logger, deterministic=not cuda, enable_progress_bar=progress, enable_model_summary=False,
+                         num_sanity_val_steps=0, log_every_n_steps=10, default_root_dir=str(out_dir))
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        raise ValueError(f"strategy={strategy!r} trains in processes started inside Trainer.fit, which hand back rank 0's "
+                         "weights alone (not fit's history, best score or throughput); use strategy='ddp' from a script "
+                         "(python train.py, torchrun), which runs the script once per process")
+    if isinstance(trainer.strategy, FSDPStrategy) and trainer.world_size > 1:
+        raise ValueError(f"strategy={strategy!r} shards the towers over the processes, but fit ranks the whole catalog "
+                         "with rank 0's towers alone; use strategy='ddp', which keeps whole towers on every device")
+    steps_per_epoch = max(n_pairs // (batch_size * trainer.world_size), 1)  # each process trains on its share of an epoch
+    total = steps_per_epoch * epochs if max_steps < 0 else min(max_steps, steps_per_epoch * epochs)
+    if 0 < max_steps < steps_per_epoch:  # a short run is one short epoch, so it still ends with a validation
+        trainer.limit_train_batches, trainer.fit_loop.max_epochs, epochs = max_steps, 1, 1
+    module = RetrievalModule(path, lr, weight_decay, warmup_ratio, temperature, learn_temperature, symmetric,
+                             shared_towers, total_steps=total)
+    module.evaluation = catalog_validation(data, tokenizer, max_length, 10, history_items, max_val_queries)
+    if logger:
         logger.log_hyperparams({**dict(module.hparams), "batch_size": batch_size, "max_length": max_length,
                                 "negatives": negatives, "n_negatives": n_negatives, "min_positive_gain": min_positive_gain,
                                 "max_positives_per_query": max_positives_per_query,
                                 "seed": seed, "epochs": epochs, "train_pairs": n_pairs, "dataset": data.name, **(config or {})})
-    trainer = pl.Trainer(max_epochs=epochs, max_steps=max_steps, accelerator=accelerator, devices=devices, strategy=strategy,
-                         num_nodes=num_nodes, precision=precision, gradient_clip_val=gradient_clip, callbacks=callbacks,
-                         logger=logger, deterministic=not cuda, enable_progress_bar=progress, enable_model_summary=False,
-                         num_sanity_val_steps=0, log_every_n_steps=10, default_root_dir=str(out_dir),
-                         limit_train_batches=limit_batches)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     if logger: logger.experiment.finish()
     best_path = best.best_model_path or str(resume or "")
-    if best.best_model_path:
-        state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
-        module.load_state_dict(state)
-    model_dir = save_towers(module, tokenizer, out_dir / "model")
-    result = FitResult(model_dir, float(best.best_model_score) if best.best_model_score is not None else float("nan"),
+    if trainer.is_global_zero:  # DDP keeps the towers identical on every process: one of them saves them
+        if best.best_model_path:
+            state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+            module.load_state_dict(state)
+        save_towers(module, tokenizer, out_dir / "model")
+    result = FitResult(out_dir / "model", float(best.best_model_score) if best.best_model_score is not None else float("nan"),
                        best_path if keep_checkpoints else None, history.rows, n_pairs, time.perf_counter() - started,
                        throughput.examples / max(throughput.seconds, 1e-9), resume)
-    _mark_finished(out_dir, result)
-    if not keep_checkpoints: shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if trainer.is_global_zero:
+        _mark_finished(out_dir, result)
+        if not keep_checkpoints: shutil.rmtree(ckpt_dir, ignore_errors=True)
+    trainer.strategy.barrier()  # every process returns once the model is saved
     return result
 
 # %% ../nbs/06_model.ipynb #dcb65b8c
@@ -476,10 +502,11 @@ def _finished_fit(out_dir: Path, signature: str, keep_checkpoints: bool) -> FitR
                      json.loads(history.read_text()) if history.exists() else [], info["train_pairs"], info["seconds"],
                      info["pairs_per_second"], resumed_from=str(done))
 
-def _resumable(ckpt_dir: Path, out_dir: Path, signature: str) -> str | None:
-    "`last.ckpt` if it was written by a run with the same arguments and data; otherwise stale state is cleared."
-    (out_dir / "fit.json").unlink(missing_ok=True)  # this run is not finished
+def _resumable(ckpt_dir: Path, out_dir: Path, signature: str, prepare: bool = True) -> str | None:
+    "`last.ckpt` if it was written by a run with the same arguments and data; otherwise stale state is cleared (if `prepare`)."
     last = ckpt_dir / "last.ckpt"
+    if not prepare: return str(last) if last.exists() and _same_fit(out_dir, signature) else None
+    (out_dir / "fit.json").unlink(missing_ok=True)  # this run is not finished
     if last.exists() and _same_fit(out_dir, signature): return str(last)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # another run's checkpoints must not be resumed
     (out_dir / "history.json").unlink(missing_ok=True)

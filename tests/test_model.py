@@ -100,3 +100,57 @@ def test_bf16_mixed_precision_fine_tunes_on_cpu(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_bf16_mixed_precision_fine_tunes_on_cuda(tmp_path):
     _mixed_precision_fit(tmp_path / "m", "gpu")
+
+
+def _ddp_script(out: Path) -> str:
+    "A user's training script: Lightning's `ddp` runs it once more for the second process, which prints its own line."
+    return textwrap.dedent(f"""
+        import json, math
+        import torch.distributed as dist
+        import recnb.model
+        from recnb.data import load_dataset
+        ranked = []  # full-catalog validations run by this process
+        catalog_validation = recnb.model.catalog_validation
+        def counted(*args, **kwargs):
+            validate = catalog_validation(*args, **kwargs)
+            return lambda module: ranked.append(1) or validate(module)
+        recnb.model.catalog_validation = counted
+        result = recnb.model.fit(load_dataset("synthetic", n_items=300, n_queries=80, n_users=50), {str(out)!r}, max_steps=4,
+                                 batch_size=8, strategy="ddp", devices=2, accelerator="cpu", tracker="disabled")
+        print("RESULT", json.dumps({{"rank": dist.get_rank(), "world": dist.get_world_size(), "validations": len(ranked),
+                                    "best": result.best_score, "history": result.history,
+                                    "model_dir": str(result.model_dir), "pairs_per_second": result.pairs_per_second}}), flush=True)
+    """)
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_validates_once_and_saves_one_model(tmp_path):
+    import math, signal
+    from recnb.encoder import Encoder
+    out, script = tmp_path / "run", tmp_path / "train.py"
+    script.write_text(_ddp_script(out))
+    # its own session, so that a hang is ended with the second process (which Lightning starts) as well
+    run = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           cwd=tmp_path, start_new_session=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    try: stdout, stderr = run.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL); run.communicate()
+        pytest.fail("fit with strategy='ddp' on two CPU processes hung for 300 s")
+    assert run.returncode == 0, stderr[-3000:]
+    ranks = sorted((json.loads(line[len("RESULT "):]) for line in stdout.splitlines() if line.startswith("RESULT ")),
+                   key=lambda r: r["rank"])
+    assert [(r["rank"], r["world"]) for r in ranks] == [(0, 2), (1, 2)], stdout[-2000:]
+    assert [r["validations"] for r in ranks] == [1, 0], "the whole catalog is ranked once per epoch, by rank 0 alone"
+    first, second = ranks
+    assert first["best"] == second["best"] and math.isfinite(first["best"]), "every rank sees rank 0's validation score"
+    metrics = [[{k: v for k, v in row.items() if k != "seconds"} for row in r["history"]] for r in ranks]
+    assert metrics[0] == metrics[1], "losses are averaged over the ranks, the score is rank 0's"
+    (row,) = metrics[0]  # one validation, after the 4th step
+    assert row["step"] == 4 and row["val_ndcg@10"] == round(first["best"], 6)
+    assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints.json", "fit.json", "history.json", "model"]
+    assert json.loads((out / "history.json").read_text()) == first["history"]
+    assert json.loads((out / "fit.json").read_text())["best_score"] == first["best"]
+    assert first["model_dir"] == second["model_dir"] == str(out / "model")
+    assert first["pairs_per_second"] == second["pairs_per_second"] > 0, "the throughput of both processes together"
+    assert Encoder(str(out / "model")).encode(["grey velvet sofa"]).shape == (1, 384)
