@@ -15,7 +15,7 @@ import numpy as np
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
-    p.add_argument("--other", default="wands", help="dataset whose queries play drifted traffic")
+    p.add_argument("--other", default="wands", help="dataset whose queries play drifted traffic, or a CSV/TSV file with a `query` column")
     p.add_argument("--window", type=int, default=100)
     p.add_argument("--step", type=int, default=10)
     p.add_argument("--json", type=Path)
@@ -31,7 +31,10 @@ def main():
     reference = load_file(str(Path(stored.path) / "reference.safetensors"))
     drift = DriftReference(reference["query_vectors"], reference["top_scores"], window=args.window)
     own = load_run_data(load_params(Path(served.info["run_dir"]) / "params.yaml")).queries_in("test")["query"].tolist()
-    other = load_dataset(args.other).queries_in("test")["query"].tolist()
+    if Path(args.other).is_file():
+        from recnb.data import read_table
+        other = read_table(Path(args.other), sep="\t" if Path(args.other).read_text().split("\n", 1)[0].count("\t") else None)["query"].astype(str).tolist()
+    else: other = load_dataset(args.other).queries_in("test")["query"].tolist()
     out = {"model": str(stored.tag), "dataset": served.info["dataset"], "other": args.other, "window": args.window,
            "reference_queries": len(reference["query_vectors"]), "thresholds": drift.thresholds}
     for name, queries in (("in_distribution", own), ("other_shop", other)):
