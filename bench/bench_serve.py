@@ -111,7 +111,7 @@ def main():
            "duration_s": args.duration, "queries": len(queries), "results": {}}
     print(f"{out['machine']}; {out['model']} ({info['ranker']}, {info['items']:,} items); {args.duration:.0f} s per rate")
     log_dir = ROOT / "bench" / "out"; log_dir.mkdir(parents=True, exist_ok=True)
-    for name in args.contenders.split(","):
+    for name in [c for c in args.contenders.split(",") if c]:
         command, extra = commands[name]
         server = Server(command, {**env, **extra}, ROOT / "bentos", log_dir / f"serve-{name}.log")
         try:

@@ -30,10 +30,12 @@ base: base.yaml
 sets:
   - {name: good-a, train.lr: 3.0e-5}
   - {name: bad-params, train.lr: -1, train.negatives: sometimes}
-  - {name: bad-data, data.name: homedepot, data.path: /nonexistent/homedepot}
+  - {name: bad-data, data.name: homedepot, data.path: EMPTY_FOLDER}
   - {name: good-b, train.lr: 8.0e-5, train.negatives: bm25}
 gate: {bm25: -1.0}
 """)
+    (tmp_path / "empty").mkdir()  # exists, so the parameters pass; the loader finds no file in it
+    sweep.write_text(sweep.read_text().replace("EMPTY_FOLDER", str(tmp_path / "empty")))
     out = tmp_path / "out"
     result = recnb("sweep", sweep, "--out", out, "--jobs", "2")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
