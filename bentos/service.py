@@ -56,6 +56,12 @@ class RecnbService:
         if self.monitor: self.monitor.searched(queries, vectors, best)
         return [Ranked(ids=i, scores=s) for i, s in zip(ranking.ids, ranking.scores)]
 
+    def _checked(self, endpoint: str, rank, start: float) -> Answer:
+        "The answer of `rank()`, or a 422 naming the unknown item ids it refused."
+        try: ranking = rank()
+        except RequestError as e: raise bentoml.exceptions.UnprocessableEntity(e.message) from None
+        return self._answer(endpoint, self.model.hits(ranking), start)
+
     def _answer(self, endpoint: str, items: list, start: float) -> Answer:
         if self.monitor: self.monitor.answered(endpoint, len(items))
         return Answer(items=items, model=self.model.tag, took_ms=round(1000 * (time.perf_counter() - start), 3))
@@ -83,10 +89,7 @@ class RecnbService:
         k: TopK = 10,
     ) -> Answer:
         "Next products for a shopper's history (oldest first); their own items are never returned."
-        start = time.perf_counter()
-        try: ranking = self.model.recommend(history, k)
-        except RequestError as e: raise bentoml.exceptions.UnprocessableEntity(e.message) from None
-        return self._answer("/recommend", self.model.hits(ranking), start)
+        return self._checked("/recommend", lambda: self.model.recommend(history, k), time.perf_counter())
 
     @bentoml.api
     def similar(
@@ -95,10 +98,7 @@ class RecnbService:
         k: TopK = 10,
     ) -> Answer:
         "Products nearest to one product, without it."
-        start = time.perf_counter()
-        try: ranking = self.model.similar(item_id, k)
-        except RequestError as e: raise bentoml.exceptions.UnprocessableEntity(e.message) from None
-        return self._answer("/similar", self.model.hits(ranking), start)
+        return self._checked("/similar", lambda: self.model.similar(item_id, k), time.perf_counter())
 
 
 

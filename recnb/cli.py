@@ -10,6 +10,13 @@ DATASETS_HELP = ("dataset: synthetic, synthetic-rec, homedepot, wands, amazon-sc
                  "--text-cols, --grade-col, grades mapped by --gains or --gain-offset)")
 
 TABLE_OPTIONS = "table only (your own judged file): "
+QUERY_COL = typer.Option("query", help=TABLE_OPTIONS + "the query column")
+ITEM_ID_COL = typer.Option("item_id", help=TABLE_OPTIONS + "the item id column; '' (or a text column): ids derived from the item text")
+TEXT_COLS = typer.Option("title", help=TABLE_OPTIONS + "item text column(s), comma-separated, the title first")
+GRADE_COL = typer.Option("gain", help=TABLE_OPTIONS + "the judgement column")
+GAINS = typer.Option("", help=TABLE_OPTIONS + "label grades as label=gain pairs, e.g. Exact=2,Partial=1,Irrelevant=0")
+GAIN_OFFSET = typer.Option(0.0, help=TABLE_OPTIONS + "added to numeric grades (e.g. -1 for a 1-3 scale)")
+DUPLICATES = typer.Option("error", help=TABLE_OPTIONS + "a pair judged twice: error, max, mean or first")
 
 
 def _table_kw(name, query_col, item_id_col, text_cols, grade_col, gains, gain_offset, duplicates) -> dict:
@@ -31,13 +38,8 @@ def data(
     name: str = typer.Argument("synthetic", help=DATASETS_HELP),
     path: Optional[Path] = typer.Option(None, help="dataset file or folder; under the datasets_dir setting when omitted"),
     seed: int = typer.Option(0, help="split seed (and generator seed for synthetic)"),
-    query_col: str = typer.Option("query", help=TABLE_OPTIONS + "the query column"),
-    item_id_col: str = typer.Option("item_id", help=TABLE_OPTIONS + "the item id column; '' (or a text column): ids derived from the item text"),
-    text_cols: str = typer.Option("title", help=TABLE_OPTIONS + "item text column(s), comma-separated, the title first"),
-    grade_col: str = typer.Option("gain", help=TABLE_OPTIONS + "the judgement column"),
-    gains: str = typer.Option("", help=TABLE_OPTIONS + "label grades as label=gain pairs, e.g. Exact=2,Partial=1,Irrelevant=0"),
-    gain_offset: float = typer.Option(0.0, help=TABLE_OPTIONS + "added to numeric grades (e.g. -1 for a 1-3 scale)"),
-    duplicates: str = typer.Option("error", help=TABLE_OPTIONS + "a pair judged twice: error, max, mean or first"),
+    query_col: str = QUERY_COL, item_id_col: str = ITEM_ID_COL, text_cols: str = TEXT_COLS, grade_col: str = GRADE_COL,
+    gains: str = GAINS, gain_offset: float = GAIN_OFFSET, duplicates: str = DUPLICATES,
 ):
     "Load a dataset, validate it and print its summary."
     from recnb.data import SEEDED_DATASETS, DataError, load_dataset, summarize
@@ -60,13 +62,8 @@ def evaluate(
     seed: int = typer.Option(0, help="split seed (and slice seed)"),
     gain: str = typer.Option("linear", help="NDCG gain: linear or exponential"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results as JSON here"),
-    query_col: str = typer.Option("query", help=TABLE_OPTIONS + "the query column"),
-    item_id_col: str = typer.Option("item_id", help=TABLE_OPTIONS + "the item id column; '' (or a text column): ids derived from the item text"),
-    text_cols: str = typer.Option("title", help=TABLE_OPTIONS + "item text column(s), comma-separated, the title first"),
-    grade_col: str = typer.Option("gain", help=TABLE_OPTIONS + "the judgement column"),
-    gains: str = typer.Option("", help=TABLE_OPTIONS + "label grades as label=gain pairs, e.g. Exact=2,Partial=1,Irrelevant=0"),
-    gain_offset: float = typer.Option(0.0, help=TABLE_OPTIONS + "added to numeric grades (e.g. -1 for a 1-3 scale)"),
-    duplicates: str = typer.Option("error", help=TABLE_OPTIONS + "a pair judged twice: error, max, mean or first"),
+    query_col: str = QUERY_COL, item_id_col: str = ITEM_ID_COL, text_cols: str = TEXT_COLS, grade_col: str = GRADE_COL,
+    gains: str = GAINS, gain_offset: float = GAIN_OFFSET, duplicates: str = DUPLICATES,
 ):
     "Score BM25, the zero-shot encoder and hybrids (or popularity for recommendation) on a dataset split and print the table."
     from recnb.data import SEEDED_DATASETS, DataError, RecData, load_dataset, sample_search_data, summarize
