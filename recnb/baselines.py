@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from typing import Sequence
 import numpy as np
 import torch
-from .data import Catalog
+from .data import Catalog, history_text
 
 # %% auto #0
-__all__ = ['Ranking', 'BM25Ranker', 'DenseRanker', 'ranking_of', 'history_vectors', 'PopularityRanker', 'HybridRanker', 'fuse']
+__all__ = ['HISTORY_MODES', 'Ranking', 'BM25Ranker', 'DenseRanker', 'ranking_of', 'mean_item_vectors', 'PopularityRanker',
+           'CooccurrenceRanker', 'HybridRanker', 'fuse']
 
 # %% ../nbs/04_baselines.ipynb #0b01f574
 @dataclass
@@ -66,18 +67,26 @@ class BM25Ranker:
         return Ranking(ids, kept)
 
 # %% ../nbs/04_baselines.ipynb #25b8f800
+HISTORY_MODES = ("items", "text")
+
 class DenseRanker:
     "Rank the catalog by inner product with an encoder's query vectors (exact top-k)."
     def __init__(
         self,
         encoder,                   # anything with `encode(list[str]) -> torch.Tensor (n, d)`
-        catalog: Catalog | None = None,  # encoded into a fresh index when `index` is not given
+        catalog: Catalog | None = None,  # encoded into a fresh index when `index` is not given; titles for history="text"
         index=None,                # a built `recnb.scorer.ItemIndex`
         name: str = "zero-shot",
+        history: str = "items",    # how a shopper becomes a query: "items" (mean of item vectors) or "text" (`history_text`)
+        history_items: int = 3,    # history="text": items in the query text
+        recency: float = 0.8,      # history="items": weight of an item `age` steps back is recency^age
     ):
         from recnb.scorer import ItemIndex
         if index is None and catalog is None: raise ValueError("DenseRanker needs a catalog or a built index")
-        self.encoder, self.name = encoder, name
+        if history not in HISTORY_MODES: raise ValueError(f"history must be one of {HISTORY_MODES}, not {history!r}")
+        if history == "text" and catalog is None: raise ValueError("history='text' needs the catalog (for the titles)")
+        self.encoder, self.catalog, self.name = encoder, catalog, name
+        self.history, self.history_items, self.recency = history, history_items, recency
         self.index = index if index is not None else ItemIndex.build(encoder, catalog)
 
     def rank(self, queries: Sequence[str], k: int = 100) -> Ranking:
@@ -85,16 +94,22 @@ class DenseRanker:
         if not len(queries): return Ranking([], [])
         return ranking_of(self.index.search(self.encoder.encode(list(queries)), k=k))
 
-    def rank_histories(self, histories: Sequence[Sequence[str]], k: int = 100, recency: float = 0.8) -> Ranking:
-        "The top `k` items for each shopper, from the (recency-weighted) mean of their history's item vectors."
-        vectors = history_vectors(self.index, histories, recency)
-        return ranking_of(self.index.search(vectors, k=k, exclude=[list(h) for h in histories]))
+    def history_vectors(self, histories: Sequence[Sequence[str]]) -> torch.Tensor:
+        "One unit query vector per shopper, made as `history` says."
+        if self.history == "text":
+            return self.encoder.encode([history_text(self.catalog, h, self.history_items) for h in histories]).float()
+        return mean_item_vectors(self.index, histories, self.recency)
+
+    def rank_histories(self, histories: Sequence[Sequence[str]], k: int = 100) -> Ranking:
+        "The top `k` items for each shopper, none of their own."
+        if not len(histories): return Ranking([], [])
+        return ranking_of(self.index.search(self.history_vectors(histories), k=k, exclude=[list(h) for h in histories]))
 
 def ranking_of(result) -> Ranking:
     "A `Ranking` from the scorer's result (empty slots dropped)."
     return Ranking(result.ids, [row[:len(ids)] for row, ids in zip(result.scores.tolist(), result.ids)])
 
-def history_vectors(index, histories: Sequence[Sequence[str]], recency: float = 0.8) -> torch.Tensor:
+def mean_item_vectors(index, histories: Sequence[Sequence[str]], recency: float = 0.8) -> torch.Tensor:
     "One vector per shopper: the normalised, recency-weighted mean of their items' vectors (weight recency^age)."
     position = {item: p for p, item in enumerate(index.ids)}
     matrix = index.vectors.float().cpu()
@@ -122,6 +137,56 @@ class PopularityRanker:
             seen = set(history)
             top = [i for i in self.items[: k + len(seen)] if i not in seen][:k]
             ids.append(top); scores.append([float(self.counts[i]) for i in top])
+        return Ranking(ids, scores)
+
+# %% ../nbs/04_baselines.ipynb #a606e599
+class CooccurrenceRanker:
+    "Items that followed the shopper's latest items in the training sequences; popularity after them."
+    name = "co-occurrence"
+    def __init__(
+        self,
+        train_sequences: dict[str, list[str]],  # user -> items, oldest first
+        window: int = 3,                         # an item up to `window` steps later co-occurs (weight 1/steps)
+        history_items: int = 5,                  # latest items of a shopper that vote
+        recency: float = 0.8,                    # vote of an item `age` steps back: recency^age
+        both_directions: bool = False,           # also count items that came before (weight halved)
+    ):
+        from scipy import sparse
+        self.popularity = PopularityRanker(train_sequences)
+        self.ids = list(self.popularity.counts)
+        self.position = {item: p for p, item in enumerate(self.ids)}
+        rows, cols, weights = [], [], []
+        for seq in train_sequences.values():
+            p = [self.position[i] for i in seq]
+            for step in range(1, window + 1):
+                rows += p[:-step]; cols += p[step:]; weights += [1.0 / step] * max(len(p) - step, 0)
+        n = len(self.ids)
+        pairs = sparse.csr_matrix((np.array(weights, dtype=np.float32), (rows, cols)), shape=(n, n))
+        self.matrix = (pairs + 0.5 * pairs.T).tocsr() if both_directions else pairs
+        counts = np.array([self.popularity.counts[i] for i in self.ids], dtype=np.float32)
+        self.prior = 1e-6 * counts / counts.max()  # popularity, too small to outvote any co-occurrence
+        self.history_items, self.recency = history_items, recency
+
+    def rank_histories(self, histories: Sequence[Sequence[str]], k: int = 100, chunk: int = 2048) -> Ranking:
+        "The top `k` items for each shopper, none of their own."
+        from scipy import sparse
+        ids, scores = [], []
+        for start in range(0, len(histories), chunk):
+            part = histories[start:start + chunk]
+            rows, cols, votes = [], [], []
+            for r, history in enumerate(part):
+                known = [self.position[i] for i in history if i in self.position][-self.history_items:]
+                rows += [r] * len(known); cols += known
+                votes += [self.recency ** age for age in range(len(known) - 1, -1, -1)]
+            shoppers = sparse.csr_matrix((votes, (rows, cols)), shape=(len(part), len(self.ids)), dtype=np.float32)
+            dense = torch.from_numpy((shoppers @ self.matrix).toarray() + self.prior)
+            for r, history in enumerate(part):
+                seen = [self.position[i] for i in history if i in self.position]
+                dense[r, seen] = -1.0
+            top = dense.topk(min(k, len(self.ids)), dim=1)
+            for row_scores, row_ids in zip(top.values.tolist(), top.indices.tolist()):
+                kept = [(self.ids[i], s) for i, s in zip(row_ids, row_scores) if s >= 0]
+                ids.append([i for i, _ in kept]); scores.append([s for _, s in kept])
         return Ranking(ids, scores)
 
 # %% ../nbs/04_baselines.ipynb #57b24fbd

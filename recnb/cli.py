@@ -56,7 +56,7 @@ def evaluate(
     name: str = typer.Argument("synthetic", help=DATASETS_HELP),
     path: Optional[Path] = typer.Option(None, help="dataset file or folder; under the datasets_dir setting when omitted"),
     split: str = typer.Option("test", help="queries (or leave-last-out targets) to score: valid or test"),
-    rankers: str = typer.Option("", help="comma-separated; search: bm25,zero-shot,hybrid-rrf,hybrid-blend; recommendation: popularity,zero-shot"),
+    rankers: str = typer.Option("", help="comma-separated; search: bm25,zero-shot,hybrid-rrf,hybrid-blend; recommendation: popularity,co-occurrence,zero-shot; all of the task's when omitted"),
     model: Optional[str] = typer.Option(None, help="encoder: Hugging Face id or local directory; the default_model setting when omitted"),
     max_items: int = typer.Option(0, help="evaluate on a seeded slice of this many items (whole queries kept); 0 = full catalog"),
     seed: int = typer.Option(0, help="split seed (and slice seed)"),
@@ -65,9 +65,9 @@ def evaluate(
     query_col: str = QUERY_COL, item_id_col: str = ITEM_ID_COL, text_cols: str = TEXT_COLS, grade_col: str = GRADE_COL,
     gains: str = GAINS, gain_offset: float = GAIN_OFFSET, duplicates: str = DUPLICATES,
 ):
-    "Score BM25, the zero-shot encoder and hybrids (or popularity for recommendation) on a dataset split and print the table."
+    "Score the baselines (search: BM25, the zero-shot encoder, hybrids; recommendation: popularity, co-occurrence, zero-shot) on a dataset split."
     from recnb.data import SEEDED_DATASETS, DataError, RecData, load_dataset, sample_search_data, summarize
-    from recnb.evaluate import evaluate_recommendation, evaluate_search, search_rankers
+    from recnb.evaluate import REC_RANKERS, SEARCH_RANKERS, baseline_rankers, evaluate_recommendation, evaluate_search
     from recnb.metrics import metric_table
     try:
         kw = {"seed": seed} if name in SEEDED_DATASETS else {}
@@ -75,29 +75,20 @@ def evaluate(
         data = load_dataset(name, path, **kw)
     except (DataError, ValueError) as e:
         typer.secho(f"error: {e}", fg="red", err=True); raise typer.Exit(2)
-    chosen = [r for r in rankers.split(",") if r]
-    encoder = None
-    def get_encoder():
-        from recnb.encoder import Encoder
-        return Encoder(model)
-    if isinstance(data, RecData):
-        from recnb.baselines import DenseRanker, PopularityRanker
-        chosen = chosen or (["popularity", "zero-shot"] if data.catalog.has_text else ["popularity"])
-        built = {}
-        for r in chosen:
-            if r == "popularity": built[r] = PopularityRanker(data.split().train)
-            elif r == "zero-shot": built[r] = DenseRanker(get_encoder(), data.catalog)
-            else: typer.secho(f"error: unknown recommendation ranker {r!r}", fg="red", err=True); raise typer.Exit(2)
-        results = evaluate_recommendation(data, built, split)
-    else:
-        if max_items: data = sample_search_data(data, max_items, seed)
-        chosen = chosen or ["bm25", "zero-shot", "hybrid-rrf", "hybrid-blend"]
-        try:
-            if set(chosen) - {"bm25"}: encoder = get_encoder()
-            built = search_rankers(data, chosen, encoder)
-        except ValueError as e:
-            typer.secho(f"error: {e}", fg="red", err=True); raise typer.Exit(2)
-        results = evaluate_search(data, built, split, gain=gain)
+    rec = isinstance(data, RecData)
+    chosen = [r for r in rankers.split(",") if r] or (REC_RANKERS if rec else SEARCH_RANKERS)
+    own = REC_RANKERS if rec else SEARCH_RANKERS
+    if wrong := [r for r in chosen if r not in own]: _fail(f"error: unknown {'recommendation' if rec else 'search'} ranker(s) {wrong}; known: {list(own)}")
+    if rec and max_items: _fail("error: --max-items slices search catalogs only")
+    if not rec and max_items: data = sample_search_data(data, max_items, seed)
+    try:
+        encoder = None
+        if set(chosen) & {"zero-shot", "hybrid-rrf", "hybrid-blend"}:
+            from recnb.encoder import Encoder
+            encoder = Encoder(model)
+        built = baseline_rankers(data, chosen, encoder)
+    except ValueError as e: _fail(f"error: {e}")
+    results = evaluate_recommendation(data, built, split) if rec else evaluate_search(data, built, split, gain=gain)
     summary = summarize(data)
     typer.echo(f"{name}: {summary['items']:,} items, split '{split}'" + (f", {len(data.queries_in(split)):,} queries" if not isinstance(data, RecData) else f", {summary['users']:,} shoppers"))
     typer.echo(metric_table(results).to_string())

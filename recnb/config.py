@@ -9,8 +9,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SETTINGS_FILE', 'SECTION', 'PATH_KEYS', 'Settings', 'find_settings_file', 'load_settings', 'resolve_device',
-           'write_json']
+__all__ = ['SETTINGS_FILE', 'SECTION', 'PATH_KEYS', 'Settings', 'find_settings_file', 'load_settings', 'settings_environment',
+           'resolve_device', 'write_json']
 
 # %% ../nbs/00_config.ipynb #f7d23ba0
 SETTINGS_FILE = "settings.ini"
@@ -67,6 +67,14 @@ def load_settings(
         raw = Path(values.get(key, getattr(Settings, key))).expanduser()
         values[key] = str(raw if raw.is_absolute() else (base / raw).resolve())
     return Settings(**values)
+
+# %% ../nbs/00_config.ipynb #2479932d
+def settings_environment(
+    settings: Settings | None = None,  # the settings to hand on; `load_settings()` when omitted
+) -> dict[str, str]:
+    "Every setting as its `RECNB_<KEY>` environment variable, for a child process that must see the same settings."
+    settings = settings or load_settings()
+    return {f"RECNB_{f.name.upper()}": str(getattr(settings, f.name)) for f in fields(Settings)}
 
 # %% ../nbs/00_config.ipynb #219665c6
 def resolve_device(

@@ -7,15 +7,15 @@ from __future__ import annotations
 import hashlib, json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
 # %% auto #0
 __all__ = ['SPLITS', 'WANDS_GAINS', 'DUPLICATE_POLICIES', 'DATASET_NAMES', 'SEEDED_DATASETS', 'DATASET_DIRS', 'DataError',
            'require_columns', 'require_text', 'require_unique', 'require_known', 'read_table', 'Catalog', 'SearchData',
-           'RecSplit', 'RecData', 'split_queries', 'make_search_data', 'load_homedepot', 'load_wands',
-           'load_judged_table', 'load_unisrec', 'load_s3rec', 'load_dataset', 'summarize', 'plot_summary',
+           'RecSplit', 'RecData', 'task_of', 'history_text', 'split_queries', 'make_search_data', 'load_homedepot',
+           'load_wands', 'load_judged_table', 'load_unisrec', 'load_s3rec', 'load_dataset', 'summarize', 'plot_summary',
            'sample_search_data']
 
 # %% ../nbs/00_data.ipynb #617b0791
@@ -200,6 +200,15 @@ class RecData:
         h = hashlib.sha256(pd.util.hash_pandas_object(self.catalog.items, index=False).values.tobytes())
         h.update(json.dumps(self.sequences, sort_keys=True).encode())
         return h.hexdigest()[:16]
+
+# %% ../nbs/00_data.ipynb #e7c98fce
+def task_of(data: SearchData | RecData) -> str:
+    "`search` or `recommendation`: what a dataset bundle is for."
+    return "search" if isinstance(data, SearchData) else "recommendation"
+
+def history_text(catalog: Catalog, history: Sequence[str], history_items: int = 3) -> str:
+    "A shopper as a query text: the titles of their last `history_items` items, most recent first."
+    return " ; ".join(reversed(catalog.titles(list(history)[-history_items:])))
 
 # %% ../nbs/00_data.ipynb #6d03d774
 def split_queries(

@@ -47,21 +47,20 @@ def check_run(
 REFERENCE_LIMIT = 4096  # validation queries kept in the reference (a seeded sample beyond this)
 
 def reference_statistics(
-    encoder,                 # the run's `recnb.encoder.Encoder`
-    index,                   # the run's `recnb.scorer.ItemIndex`
+    dense,                   # the served model's `recnb.baselines.DenseRanker` (its encoder, index and history rule)
     data,                    # the run's `SearchData` or `RecData`
     seed: int = 0,           # for the sample beyond `REFERENCE_LIMIT`
 ) -> tuple[dict[str, torch.Tensor], dict]:
     "Vectors (`query_vectors`, `mean`, `top_scores`) and facts (count, source, query lengths) of the validation split."
-    from recnb.baselines import history_vectors
     from recnb.data import SearchData
+    index = dense.index
     if isinstance(data, SearchData):
         texts = data.queries_in("valid")["query"].astype(str).tolist()
-        vectors, source, exclude = encoder.encode(texts), "validation queries", None
+        vectors, source, exclude = dense.encoder.encode(texts), "validation queries", None
         lengths = [len(t) for t in texts]
     else:
         histories = [h for _, h, _ in data.split().valid]
-        vectors, source, exclude, lengths = history_vectors(index, histories), "validation shoppers' histories", histories, [len(h) for h in histories]
+        vectors, source, exclude, lengths = dense.history_vectors(histories), "validation shoppers' histories", histories, [len(h) for h in histories]
     if len(vectors) == 0: raise PackageError(f"{data.name}: the validation split is empty; monitoring needs a reference")
     keep = np.sort(np.random.default_rng(seed).permutation(len(vectors))[:REFERENCE_LIMIT])
     vectors, lengths = vectors[torch.from_numpy(keep)], [lengths[i] for i in keep]
@@ -153,8 +152,9 @@ def package(
     "Store a finished run as a new version of BentoML model `name`; returns its tag."
     import bentoml
     from safetensors.torch import save_file
-    from recnb.data import SearchData
+    from recnb.data import task_of
     from recnb.encoder import Encoder
+    from recnb.evaluate import model_rankers
     from recnb.experiment import load_params, load_run_data
     from recnb.scorer import ItemIndex
     run_dir, verdict = resolve_run(path)
@@ -171,10 +171,11 @@ def package(
                            f"{manifest['data']['fingerprint']}); run it again on the current data")
     encoder, index = Encoder(run_dir / "model", device="cpu"), ItemIndex.load(run_dir / "index", device="cpu")
     if index.ids != data.catalog.ids: raise PackageError(f"{run_dir / 'index'}: its item ids differ from the dataset's catalog; run it again")
-    tensors, facts = reference_statistics(encoder, index, data, seed=params.seed)
-    task = "search" if isinstance(data, SearchData) else "recommendation"
+    task = task_of(data)
+    rankers = model_rankers(task, encoder, index, data.catalog, params.train.history_items)
+    tensors, facts = reference_statistics(rankers.get(metrics["model"], rankers["fine-tuned"]), data, seed=params.seed)
     info = {"format": "recnb.package", "version": 1, "task": task, "ranker": metrics["model"],
-            "fusion": params.eval.fusion, "text_fields": list(data.catalog.text_fields), "dataset": data.name, "items": len(index), "run": run_dir.name,
+            "fusion": params.eval.fusion, "history_items": params.train.history_items, "text_fields": list(data.catalog.text_fields), "dataset": data.name, "items": len(index), "run": run_dir.name,
             "sweep": verdict and run_dir.parent.name, "run_dir": str(run_dir.resolve()),
             "selection_metric": metrics["selection_metric"], "metrics": {s: metrics[s] for s in ("valid", "test")},
             "gate": verdict, "forced": bool(force and verdict is not None and not verdict["passed"]),

@@ -7,17 +7,25 @@ from __future__ import annotations
 import time
 from typing import Mapping, Sequence
 import pandas as pd
-from .baselines import BM25Ranker, DenseRanker, HybridRanker, PopularityRanker
-from .data import RecData, SearchData
+from .baselines import BM25Ranker, CooccurrenceRanker, DenseRanker, HybridRanker, PopularityRanker
+from .data import Catalog, RecData, SearchData, task_of
 from .metrics import evaluate, metric_table
 
 # %% auto #0
-__all__ = ['SEARCH_METRICS', 'REC_METRICS', 'SEARCH_RANKERS', 'search_rankers', 'evaluate_search', 'evaluate_recommendation']
+__all__ = ['SEARCH_METRICS', 'REC_METRICS', 'SEARCH_RANKERS', 'REC_RANKERS', 'STANDARD_BASELINES', 'search_rankers',
+           'rec_rankers', 'baseline_rankers', 'evaluate_search', 'evaluate_recommendation', 'model_rankers']
 
 # %% ../nbs/05_evaluate.ipynb #f7ade752
 SEARCH_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 REC_METRICS = ("ndcg@10", "hit_rate@10", "recall@20", "mrr@10")
 SEARCH_RANKERS = ("bm25", "zero-shot", "hybrid-rrf", "hybrid-blend")
+REC_RANKERS = ("popularity", "co-occurrence", "zero-shot")
+STANDARD_BASELINES = {"search": ("bm25", "zero-shot", "hybrid-rrf"), "recommendation": REC_RANKERS}  # when none are named
+
+def _encoder(encoder):
+    if encoder is not None: return encoder
+    from recnb.encoder import Encoder
+    return Encoder()
 
 def search_rankers(
     data: SearchData,
@@ -26,18 +34,42 @@ def search_rankers(
 ) -> dict:
     "The standard search baselines over `data`'s catalog, built once and sharing the BM25 index and the item index."
     unknown = sorted(set(which) - set(SEARCH_RANKERS))
-    if unknown: raise ValueError(f"unknown ranker(s) {unknown}; known: {list(SEARCH_RANKERS)}")
+    if unknown: raise ValueError(f"unknown search ranker(s) {unknown}; known: {list(SEARCH_RANKERS)}")
     rankers = {}
     if set(which) & {"bm25", "hybrid-rrf", "hybrid-blend"}: rankers["bm25"] = BM25Ranker(data.catalog)
     if set(which) & {"zero-shot", "hybrid-rrf", "hybrid-blend"}:
-        if encoder is None:
-            from recnb.encoder import Encoder
-            encoder = Encoder()
-        rankers["zero-shot"] = DenseRanker(encoder, data.catalog, name="zero-shot")
+        rankers["zero-shot"] = DenseRanker(_encoder(encoder), data.catalog, name="zero-shot")
     for method in ("rrf", "blend"):
         if f"hybrid-{method}" in which:
             rankers[f"hybrid-{method}"] = HybridRanker([rankers["bm25"], rankers["zero-shot"]], method)
     return {name: rankers[name] for name in which}
+
+def rec_rankers(
+    data: RecData,
+    which: Sequence[str] | None = None,     # any of popularity, co-occurrence, zero-shot; all that apply when omitted
+    encoder=None,                          # a `recnb.encoder.Encoder`; the default model when omitted
+) -> dict:
+    "The standard recommendation baselines, trained on the leave-last-out training sequences (zero-shot needs item text)."
+    which = [w for w in (REC_RANKERS if which is None else which) if w != "zero-shot" or data.catalog.has_text]
+    unknown = sorted(set(which) - set(REC_RANKERS))
+    if unknown: raise ValueError(f"unknown recommendation ranker(s) {unknown}; known: {list(REC_RANKERS)}")
+    train = data.split().train
+    build = {"popularity": lambda: PopularityRanker(train), "co-occurrence": lambda: CooccurrenceRanker(train),
+             "zero-shot": lambda: DenseRanker(_encoder(encoder), data.catalog, name="zero-shot")}
+    return {name: build[name]() for name in which}
+
+def baseline_rankers(
+    data: SearchData | RecData,
+    which: Sequence[str] | None = None,     # names from SEARCH_RANKERS and REC_RANKERS; those of the other task are skipped
+    encoder=None,                          # a `recnb.encoder.Encoder`; the default model when omitted
+) -> dict:
+    "The baselines of `data`'s task by name; STANDARD_BASELINES when none are named."
+    task = task_of(data)
+    which = STANDARD_BASELINES[task] if which is None else which
+    unknown = sorted(set(which) - set(SEARCH_RANKERS) - set(REC_RANKERS))
+    if unknown: raise ValueError(f"unknown ranker(s) {unknown}; search: {list(SEARCH_RANKERS)}, recommendation: {list(REC_RANKERS)}")
+    if task == "search": return search_rankers(data, [w for w in which if w in SEARCH_RANKERS], encoder)
+    return rec_rankers(data, [w for w in which if w in REC_RANKERS], encoder)
 
 # %% ../nbs/05_evaluate.ipynb #108cc8a8
 def evaluate_search(
@@ -80,3 +112,25 @@ def evaluate_recommendation(
         results[name] = evaluate(ranking.as_run(users), qrels, metrics)
         results[name]["seconds"] = round(time.perf_counter() - start, 2)
     return results
+
+# %% ../nbs/05_evaluate.ipynb #1482ea09
+def model_rankers(
+    task: str,                       # "search" or "recommendation"
+    encoder,                         # the trained `recnb.encoder.Encoder`
+    index,                           # its `recnb.scorer.ItemIndex` of the catalog
+    catalog: Catalog,                # the catalog (titles for history text, text for BM25)
+    history_items: int = 3,          # recommendation: items in the history text
+    fuse_with_bm25: bool = False,    # search: add `fine-tuned+bm25`
+    fusion: str = "blend",           # search: how `fine-tuned+bm25` fuses (rrf or blend)
+    bm25: BM25Ranker | None = None,  # search: a BM25 ranker of `catalog` to reuse
+) -> dict:
+    "The trained model's rankers by name."
+    if task not in ("search", "recommendation"): raise ValueError(f"task must be search or recommendation, not {task!r}")
+    if task == "recommendation":
+        return {"fine-tuned": DenseRanker(encoder, catalog, index, "fine-tuned", history="text", history_items=history_items),
+                "fine-tuned-items": DenseRanker(encoder, catalog, index, "fine-tuned-items", history="items")}
+    rankers = {"fine-tuned": DenseRanker(encoder, catalog, index, "fine-tuned")}
+    if fuse_with_bm25:
+        rankers["fine-tuned+bm25"] = HybridRanker([bm25 or BM25Ranker(catalog), rankers["fine-tuned"]], fusion,
+                                                  name="fine-tuned+bm25")
+    return rankers

@@ -11,6 +11,7 @@ from typing import Literal, Optional
 import yaml
 from typing import Annotated
 from .config import write_json
+from .evaluate import REC_RANKERS, SEARCH_RANKERS
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 # %% auto #0
@@ -69,16 +70,16 @@ class TrainParams(_Strict):
     keep_checkpoints: bool = False               # keep checkpoints/ once model/ is saved
 
 Metric = Annotated[str, StringConstraints(pattern=r"^(ndcg|recall|mrr|hit_rate|hit|map)@[1-9]\d*$")]
-Baseline = Literal["bm25", "zero-shot", "hybrid-rrf", "hybrid-blend", "popularity"]
+Baseline = Literal[SEARCH_RANKERS + REC_RANKERS]
 
 class EvalParams(_Strict):
     "What to compare and how to score."
     metrics: list[Metric] = Field(["ndcg@10", "recall@10", "recall@100", "mrr@10"], min_length=1)  # the first one selects
     gain: Literal["linear", "exponential"] = "linear"
-    baselines: list[Baseline] = ["bm25", "zero-shot", "hybrid-rrf"]   # search: bm25, zero-shot, hybrid-rrf, hybrid-blend; recommendation: popularity, zero-shot
+    baselines: Optional[list[Baseline]] = None  # None: the task's STANDARD_BASELINES; names of the other task are skipped
     fuse_with_bm25: bool = True                  # also score the fine-tuned model fused with BM25
     fusion: Literal["blend", "rrf"] = "blend"    # how: equal-weight min–max score blend (beat RRF on Home Depot, bench/RESULTS.md) or reciprocal rank
-    model_ranker: Literal["fine-tuned", "fine-tuned+bm25", "best"] = "best"  # the run's model; best = the better of the two on validation
+    model_ranker: Literal["fine-tuned", "fine-tuned+bm25", "fine-tuned-items", "best"] = "best"  # the run's model (`recnb.evaluate.model_rankers`); best = the best on validation
 
 class Params(_Strict):
     "One parameter set: everything a run needs."
@@ -217,11 +218,10 @@ def run(
     progress: bool = False,        # show Lightning's progress bar
 ) -> dict:
     "Run the whole pipeline for one parameter set and write the run directory; returns the metrics."
-    from recnb.baselines import BM25Ranker, DenseRanker, HybridRanker, PopularityRanker
     from recnb.config import load_settings
-    from recnb.data import SearchData
+    from recnb.data import task_of
     from recnb.encoder import Encoder
-    from recnb.evaluate import evaluate_recommendation, evaluate_search, search_rankers
+    from recnb.evaluate import baseline_rankers, evaluate_recommendation, evaluate_search, model_rankers
     from recnb.model import fit
     from recnb.scorer import ItemIndex
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
@@ -231,7 +231,7 @@ def run(
     settings = load_settings()
     with clock.stage("data"):
         data = load_run_data(params)
-    search = isinstance(data, SearchData)
+    search = task_of(data) == "search"
     metrics: dict = {"valid": {}, "test": {}}
     def score(rankers: dict):
         for split in ("valid", "test"):
@@ -240,12 +240,7 @@ def run(
             metrics[split].update(found)
     with clock.stage("baselines"):
         zero_shot = Encoder(params.train.model)
-        if search:
-            baselines = search_rankers(data, [b for b in params.eval.baselines if b != "popularity"], zero_shot)
-        else:
-            baselines = {}
-            if "popularity" in params.eval.baselines: baselines["popularity"] = PopularityRanker(data.split().train)
-            if "zero-shot" in params.eval.baselines and data.catalog.has_text: baselines["zero-shot"] = DenseRanker(zero_shot, data.catalog)
+        baselines = baseline_rankers(data, params.eval.baselines, zero_shot)
         score(baselines)
     tracker = settings.tracker_mode if params.tracker == "settings" else params.tracker
     fit_info = {}
@@ -275,16 +270,14 @@ def run(
         index = ItemIndex.build(tuned, data.catalog)
         index.save(run_dir / "index")
     with clock.stage("evaluate"):
-        model_rankers = {"fine-tuned": DenseRanker(tuned, index=index, name="fine-tuned")}
-        if search and params.eval.fuse_with_bm25:
-            bm25 = baselines.get("bm25") or BM25Ranker(data.catalog)
-            model_rankers["fine-tuned+bm25"] = HybridRanker([bm25, model_rankers["fine-tuned"]], params.eval.fusion,
-                                                           name="fine-tuned+bm25")
-        score(model_rankers)
+        ours = model_rankers(task_of(data), tuned, index, data.catalog, params.train.history_items,
+                             params.eval.fuse_with_bm25, params.eval.fusion, baselines.get("bm25"))
+        score(ours)
     first = params.eval.metrics[0]
     choice = params.eval.model_ranker
     if choice == "best":
-        choice = max(model_rankers, key=lambda r: metrics["valid"][r][first])
+        choice = max(ours, key=lambda r: metrics["valid"][r][first])
+    elif choice not in ours: raise ValueError(f"eval.model_ranker {choice!r} is not one of this {task_of(data)} run's rankers {list(ours)}")
     metrics["model"] = choice
     metrics["selection_metric"] = first
     manifest = {**code_version(), "data": {"name": data.name, "source": data.source, "fingerprint": data.fingerprint(),

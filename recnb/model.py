@@ -15,13 +15,13 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 from .config import write_json
-from .data import Catalog, RecData, SearchData
+from .data import RecData, SearchData, history_text
 from .encoder import Encoder, load_pretrained, pad_token_ids, pooled_unit_vectors
 
 # %% auto #0
 __all__ = ['info_nce', 'tokenize_in_buckets', 'bucketed_unit_vectors', 'RetrievalModule', 'fused_adamw', 'Examples',
-           'search_examples', 'history_text', 'rec_examples', 'RetrievalDataModule', 'encode_with',
-           'catalog_validation', 'FitResult', 'fit', 'save_towers']
+           'search_examples', 'rec_examples', 'RetrievalDataModule', 'encode_with', 'catalog_validation', 'FitResult',
+           'fit', 'save_towers']
 
 # %% ../nbs/06_model.ipynb #a039fd4b
 def info_nce(
@@ -166,10 +166,6 @@ def search_examples(
         j = j.groupby("query_id", sort=False).head(max_positives_per_query).sort_index()
     return Examples([queries[q] for q in j["query_id"]], [position[i] for i in j["item_id"]],
                     [relevant[q] for q in j["query_id"]], j["query_id"].tolist())
-
-def history_text(catalog: Catalog, history: Sequence[str], history_items: int = 3) -> str:
-    "The query text for a shopper: titles of the last `history_items` items, most recent first."
-    return " ; ".join(reversed(catalog.titles(list(history)[-history_items:])))
 
 def rec_examples(data: RecData, split: str, history_items: int = 3) -> Examples:
     "Every next-item step of the training sequences (split='train'), or the held-out valid/test step."

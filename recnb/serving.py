@@ -11,8 +11,9 @@ from typing import Annotated, Sequence
 import pandas as pd
 import torch
 from pydantic import BaseModel, Field, StringConstraints
-from .baselines import BM25Ranker, HybridRanker, Ranking, fuse, history_vectors, ranking_of
+from .baselines import DenseRanker, Ranking, fuse, ranking_of
 from .data import Catalog
+from .evaluate import model_rankers
 
 # %% auto #0
 __all__ = ['MAX_K', 'MAX_QUERY_CHARS', 'MAX_HISTORY', 'MAX_ITEM_ID_CHARS', 'Query', 'TopK', 'ItemId', 'History', 'OPEN_PATHS',
@@ -144,11 +145,13 @@ class PackagedModel:
         table = pd.read_parquet(self.path / "catalog.parquet")
         self.titles = table["title"].astype(str).tolist()
         self.position = {item: p for p, item in enumerate(table["item_id"].astype(str))}
-        self.hybrid = None
-        if self.info["ranker"] == "fine-tuned+bm25":
-            bm25 = BM25Ranker(Catalog(table.drop(columns=[c for c in ["title"] if c not in self.info["text_fields"]]),
-                                      self.info["text_fields"]))
-            self.hybrid = HybridRanker([bm25, None], self.info["fusion"], name="fine-tuned+bm25")
+        self.catalog = Catalog(table, self.info["text_fields"])
+        rankers = model_rankers(self.info["task"], self.encoder, self.index, self.catalog, self.info.get("history_items", 3),
+                                fuse_with_bm25=self.info["ranker"] == "fine-tuned+bm25", fusion=self.info["fusion"])
+        self.ranker = rankers[self.info["ranker"]]
+        self.hybrid = rankers.get("fine-tuned+bm25")
+        self.recommender = (self.ranker if self.info["task"] == "recommendation"  # a search model recommends by item vectors
+                            else DenseRanker(self.encoder, self.catalog, self.index, "item-mean", history="items"))
 
     def __len__(self): return len(self.titles)
 
@@ -234,8 +237,7 @@ def recommend(
 ) -> Ranking:
     "The top `k` items for one shopper, never one of their own."
     self.check_items(history)
-    vector = history_vectors(self.index, [list(history)])
-    return ranking_of(self.index.search(vector, k=k, exclude=[list(history)]))
+    return self.recommender.rank_histories([list(history)], k=k)
 
 def similar(
     self: PackagedModel,

@@ -86,14 +86,14 @@ def run_with_papermill(
     overrides: dict | None = None, # dotted keys overriding the file
 ) -> int:
     "Execute the experiment notebook for one parameter file; returns papermill's exit code."
-    from recnb.config import load_settings
+    from recnb.config import load_settings, settings_environment
     run_dir = Path(run_dir).resolve(); run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "papermill", str(experiment_notebook()), str(run_dir / "executed.ipynb"),
            "-k", kernel or load_settings().kernel_name, "-p", "params_file", str(Path(params_file).resolve()),
            "-p", "run_dir", str(run_dir), "--cwd", str(run_dir)]
     if overrides: cmd += ["-y", json.dumps({"overrides": overrides})]
     if log_output: cmd.append("--log-output")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **settings_environment(), "PYTHONUNBUFFERED": "1"}  # the kernel runs in run_dir: same settings
     return subprocess.run(cmd, stdout=stdout, stderr=subprocess.STDOUT if stdout else None, env=env).returncode
 
 # %% ../nbs/08_sweep.ipynb #7a752df8
