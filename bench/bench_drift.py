@@ -22,8 +22,9 @@ def main():
     args = p.parse_args()
     import bentoml
     from safetensors.torch import load_file
-    from recnb.data import load_dataset
-    from recnb.experiment import load_params, load_run_data
+    from recnb.datasets import load_dataset
+    from recnb.experiment import load_run_data
+    from recnb.params import load_params
     from recnb.monitoring import DriftMonitor, DriftReference
     from recnb.serving import PackagedModel
     stored = bentoml.models.get(args.model)
@@ -32,7 +33,7 @@ def main():
     drift = DriftReference(reference["query_vectors"], reference["top_scores"], window=args.window)
     own = load_run_data(load_params(Path(served.info["run_dir"]) / "params.yaml")).queries_in("test")["query"].tolist()
     if Path(args.other).is_file():
-        from recnb.data import read_table
+        from recnb.tables import read_table
         other = read_table(Path(args.other), sep="\t" if Path(args.other).read_text().split("\n", 1)[0].count("\t") else None)["query"].astype(str).tolist()
     else: other = load_dataset(args.other).queries_in("test")["query"].tolist()
     out = {"model": str(stored.tag), "dataset": served.info["dataset"], "other": args.other, "window": args.window,

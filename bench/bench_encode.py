@@ -9,7 +9,7 @@ import argparse, os, platform, random, statistics, subprocess, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
-from recnb.data import load_dataset
+from recnb.datasets import load_dataset
 from recnb.encoder import Encoder, resolve_model
 
 

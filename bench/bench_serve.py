@@ -94,7 +94,8 @@ def main():
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     import bentoml
-    from recnb.experiment import load_params, load_run_data
+    from recnb.experiment import load_run_data
+    from recnb.params import load_params
     stored = bentoml.models.get(args.model)
     info = json.loads((Path(stored.path) / "package.json").read_text())
     data = load_run_data(load_params(Path(info["run_dir"]) / "params.yaml"))

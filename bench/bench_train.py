@@ -30,10 +30,12 @@ def main():
 
     import torch
     from recnb.baselines import BM25Ranker, DenseRanker
-    from recnb.data import load_dataset, sample_search_data
+    from recnb.data import sample_search_data
+    from recnb.datasets import load_dataset
     from recnb.encoder import Encoder, resolve_model
     from recnb.metrics import metric_table
-    from recnb.model import fit, search_examples
+    from recnb.model import fit
+    from recnb.pairs import search_examples
 
     cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
                 if l.startswith("Model name")), platform.processor())

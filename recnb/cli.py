@@ -42,10 +42,11 @@ def data(
     gains: str = GAINS, gain_offset: float = GAIN_OFFSET, duplicates: str = DUPLICATES,
 ):
     "Load a dataset, validate it and print its summary."
-    from recnb.data import SEEDED_DATASETS, DataError, load_dataset, summarize
-    kw = {"seed": seed} if name in SEEDED_DATASETS else {}
-    kw.update(_table_kw(name, query_col, item_id_col, text_cols, grade_col, gains, gain_offset, duplicates))
-    try: bundle = load_dataset(name, path, **kw)
+    from recnb.data import summarize
+    from recnb.datasets import load_dataset
+    from recnb.tables import DataError
+    kw = _table_kw(name, query_col, item_id_col, text_cols, grade_col, gains, gain_offset, duplicates)
+    try: bundle = load_dataset(name, path, seed=seed, **kw)
     except (DataError, ValueError) as e:
         typer.secho(f"error: {e}", fg="red", err=True); raise typer.Exit(2)
     typer.echo(json.dumps(summarize(bundle), indent=2))
@@ -66,13 +67,14 @@ def evaluate(
     gains: str = GAINS, gain_offset: float = GAIN_OFFSET, duplicates: str = DUPLICATES,
 ):
     "Score the baselines (search: BM25, the zero-shot encoder, hybrids; recommendation: popularity, co-occurrence, zero-shot) on a dataset split."
-    from recnb.data import SEEDED_DATASETS, DataError, RecData, load_dataset, sample_search_data, summarize
+    from recnb.data import RecData, sample_search_data, summarize
+    from recnb.datasets import load_dataset
+    from recnb.tables import DataError
     from recnb.evaluate import REC_RANKERS, SEARCH_RANKERS, baseline_rankers, evaluate_recommendation, evaluate_search
     from recnb.metrics import metric_table
     try:
-        kw = {"seed": seed} if name in SEEDED_DATASETS else {}
-        kw.update(_table_kw(name, query_col, item_id_col, text_cols, grade_col, gains, gain_offset, duplicates))
-        data = load_dataset(name, path, **kw)
+        kw = dict(_table_kw(name, query_col, item_id_col, text_cols, grade_col, gains, gain_offset, duplicates))
+        data = load_dataset(name, path, seed=seed, **kw)
     except (DataError, ValueError) as e:
         typer.secho(f"error: {e}", fg="red", err=True); raise typer.Exit(2)
     rec = isinstance(data, RecData)
@@ -104,12 +106,12 @@ def _fail(message: str, code: int = 2):
 
 def _parse_sets(sets: list[str]) -> dict:
     import yaml
-    from recnb.experiment import _Loader
+    from recnb.params import ParamsLoader
     out = {}
     for item in sets:
         if "=" not in item: _fail(f"error: --set takes key=value, got {item!r}")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.load(value, Loader=_Loader)
+        out[key.strip()] = yaml.load(value, Loader=ParamsLoader)
     return out
 
 
@@ -122,7 +124,7 @@ def run_command(
 ):
     "Run the experiment notebook for one parameter file with papermill (live output); writes the run directory."
     from recnb.config import load_settings
-    from recnb.experiment import ParamsError, load_params
+    from recnb.params import ParamsError, load_params
     from recnb.sweep import run_with_papermill
     overrides = _parse_sets(set_)
     try: params = load_params(params_file, overrides)
@@ -146,7 +148,7 @@ def sweep(
 ):
     "Run every parameter set of a sweep, rank them on validation, pick the winner and apply the gate."
     import time
-    from recnb.experiment import ParamsError
+    from recnb.params import ParamsError
     from recnb.sweep import pick_winner, run_sweep, sweep_dir, expand
     try: spec, _ = expand(sweep_file)
     except ParamsError as e: _fail(f"error: {e}")
@@ -246,7 +248,8 @@ def demo(
     stage(f"2/5 package the winner of {out}")
     tag = package_run(out)
     import bentoml
-    from recnb.experiment import load_params, load_run_data
+    from recnb.experiment import load_run_data
+    from recnb.params import load_params
     info_run_dir = json.loads((Path(bentoml.models.get(tag).path) / "package.json").read_text())["run_dir"]
     card = Path(bentoml.models.get(tag).path) / "README.md"
     typer.echo(f"packaged {tag}; model card: {card}")

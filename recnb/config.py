@@ -4,13 +4,15 @@
 
 # %% ../nbs/00_config.ipynb #1e3d9860
 from __future__ import annotations
-import configparser, json, os
+import configparser, json, os, shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Iterator
 
 # %% auto #0
 __all__ = ['SETTINGS_FILE', 'SECTION', 'PATH_KEYS', 'Settings', 'find_settings_file', 'load_settings', 'settings_environment',
-           'resolve_device', 'write_json']
+           'resolve_device', 'native_bf16', 'atomic_path', 'write_json', 'write_yaml']
 
 # %% ../nbs/00_config.ipynb #f7d23ba0
 SETTINGS_FILE = "settings.ini"
@@ -86,8 +88,39 @@ def resolve_device(
     if device == "auto": device = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(device)
 
+def native_bf16(
+    device,  # a `torch.device`
+) -> bool:
+    "Whether `device` computes in bf16 natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX): the one bf16 rule."
+    import torch
+    if device.type == "cuda": return torch.cuda.is_bf16_supported()
+    if device.type != "cpu": return False
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
+
 # %% ../nbs/00_config.ipynb #d187f354
+@contextmanager
+def atomic_path(
+    path: str | Path,  # the file or folder to write
+) -> Iterator[Path]:
+    "A temporary path beside `path` to write to; it replaces `path` when the block ends without an error."
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")  # keeps the suffix (savefig reads the format from it)
+    def remove(p: Path):
+        if p.is_dir() and not p.is_symlink(): shutil.rmtree(p)
+        else: p.unlink(missing_ok=True)
+    remove(tmp)
+    try:
+        yield tmp
+        if path.is_dir() and tmp.is_dir(): shutil.rmtree(path)
+        tmp.replace(path)
+    finally: remove(tmp)
+
 def write_json(path: str | Path, value) -> None:
-    "Write JSON atomically (a temporary file, then a rename)."
-    path = Path(path); tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str)); tmp.replace(path)
+    "Write JSON atomically."
+    with atomic_path(path) as tmp: tmp.write_text(json.dumps(value, indent=2, default=str))
+
+def write_yaml(path: str | Path, value) -> None:
+    "Write YAML atomically, keys in their order."
+    import yaml
+    with atomic_path(path) as tmp: tmp.write_text(yaml.safe_dump(value, sort_keys=False))

@@ -19,7 +19,7 @@ def dataset_dir(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def homedepot():
-    from recnb.data import load_dataset
+    from recnb.datasets import load_dataset
     return load_dataset("homedepot", dataset_dir("homedepot-search-relevance"))
 
 
@@ -39,7 +39,8 @@ def recnb_cli(*args, env):
 @pytest.fixture(scope="session")
 def packaged(tmp_path_factory):
     "A small trained run of the synthetic shop (100 validation and 100 test queries), packaged with `recnb package` into a fresh BentoML store."
-    from recnb.experiment import run, validate_params
+    from recnb.experiment import run
+    from recnb.params import validate_params
     base = tmp_path_factory.mktemp("deploy")
     params = validate_params({"name": "served", "data": {"n_items": 300, "n_queries": 1000, "n_users": 40},
                               "train": {"epochs": 1, "max_steps": 4, "batch_size": 16}, "tracker": "disabled",

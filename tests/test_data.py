@@ -3,7 +3,10 @@ import gzip, json, shutil
 from pathlib import Path
 import pandas as pd
 import pytest
-from recnb.data import DataError, load_dataset, load_judged_table, load_s3rec, load_unisrec, load_wands, split_queries
+from recnb.data import split_queries
+from recnb.datasets import load_dataset
+from recnb.formats import load_judged_table, load_s3rec, load_unisrec, load_wands
+from recnb.tables import DataError
 from recnb.synthetic import synthetic
 from conftest import dataset_dir
 
@@ -245,7 +248,7 @@ def test_a_public_table_without_ids_and_with_repeated_pairs_loads_from_the_comma
 
 
 def test_an_unknown_dataset_or_a_missing_path_is_a_parameter_problem():
-    from recnb.experiment import ParamsError, validate_params
+    from recnb.params import ParamsError, validate_params
     with pytest.raises(ParamsError) as e:
         validate_params({"data": {"name": "home-depot"}, "train": {"epochs": "one"}})
     assert len(e.value.problems) == 2 and "unknown dataset 'home-depot'" in e.value.problems[0]

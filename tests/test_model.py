@@ -108,7 +108,7 @@ def _ddp_script(out: Path) -> str:
         import json, math
         import torch.distributed as dist
         import recnb.model
-        from recnb.data import load_dataset
+        from recnb.datasets import load_dataset
         ranked = []  # full-catalog validations run by this process
         catalog_validation = recnb.model.catalog_validation
         def counted(*args, **kwargs):

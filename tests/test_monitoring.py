@@ -87,7 +87,7 @@ def test_false_alarm_rate_of_held_out_in_distribution_windows_is_low(packaged):
 
 
 def test_metrics_drift_and_the_drift_alert_in_a_real_prometheus(monitored, packaged):
-    from recnb.data import load_dataset
+    from recnb.datasets import load_dataset
     from recnb.experiment import load_run_data
     service, prometheus = monitored["service"], monitored["prometheus"]
     held_out = load_run_data(packaged["params"]).queries_in("test")["query"].tolist()[:WINDOW + 10]
