@@ -153,7 +153,7 @@ class CooccurrenceRanker:
     ):
         from scipy import sparse
         self.popularity = PopularityRanker(train_sequences)
-        self.ids = list(self.popularity.counts)
+        self.ids = self.popularity.items  # most popular first
         self.position = {item: p for p, item in enumerate(self.ids)}
         rows, cols, weights = [], [], []
         for seq in train_sequences.values():
@@ -163,8 +163,7 @@ class CooccurrenceRanker:
         n = len(self.ids)
         pairs = sparse.csr_matrix((np.array(weights, dtype=np.float32), (rows, cols)), shape=(n, n))
         self.matrix = (pairs + 0.5 * pairs.T).tocsr() if both_directions else pairs
-        counts = np.array([self.popularity.counts[i] for i in self.ids], dtype=np.float32)
-        self.prior = 1e-6 * counts / counts.max()  # popularity, too small to outvote any co-occurrence
+        self.prior = 1e-6 * (1 - np.arange(n, dtype=np.float32) / n)  # popularity order, too small to outvote a co-occurrence
         self.history_items, self.recency = history_items, recency
 
     def rank_histories(self, histories: Sequence[Sequence[str]], k: int = 100, chunk: int = 2048) -> Ranking:
