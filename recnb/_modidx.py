@@ -19,6 +19,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'recnb.baselines.HybridRanker': ('baselines.html#hybridranker', 'recnb/baselines.py'),
                                  'recnb.baselines.HybridRanker.__init__': ('baselines.html#hybridranker.__init__', 'recnb/baselines.py'),
                                  'recnb.baselines.HybridRanker.rank': ('baselines.html#hybridranker.rank', 'recnb/baselines.py'),
+                                 'recnb.baselines.HybridRanker.rank_histories': ( 'baselines.html#hybridranker.rank_histories',
+                                                                                  'recnb/baselines.py'),
                                  'recnb.baselines.PopularityRanker': ('baselines.html#popularityranker', 'recnb/baselines.py'),
                                  'recnb.baselines.PopularityRanker.__init__': ( 'baselines.html#popularityranker.__init__',
                                                                                 'recnb/baselines.py'),

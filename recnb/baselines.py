@@ -193,7 +193,7 @@ class HybridRanker:
     "Fuse several rankers by reciprocal rank or by normalised scores."
     def __init__(
         self,
-        rankers: Sequence,                     # each with `rank(queries, k) -> Ranking`
+        rankers: Sequence,                     # each with `rank(queries, k)` (search) or `rank_histories(histories, k)`
         method: str = "rrf",                   # "rrf" or "blend"
         weights: Sequence[float] | None = None,  # one per ranker; equal by default
         depth: int = 100,                      # candidates taken from each ranker
@@ -209,6 +209,11 @@ class HybridRanker:
     def rank(self, queries: Sequence[str], k: int = 100) -> Ranking:
         "The fused top `k` for each query."
         parts = [r.rank(queries, max(self.depth, k)) for r in self.rankers]
+        return fuse(parts, self.weights, self.method, k, self.rrf_c)
+
+    def rank_histories(self, histories: Sequence[Sequence[str]], k: int = 100) -> Ranking:
+        "The fused top `k` for each shopper."
+        parts = [r.rank_histories(histories, max(self.depth, k)) for r in self.rankers]
         return fuse(parts, self.weights, self.method, k, self.rrf_c)
 
 def fuse(rankings: Sequence[Ranking], weights: Sequence[float], method: str = "rrf", k: int = 100,

@@ -188,6 +188,7 @@ def package(
         shutil.copytree(run_dir / "model", target / "model")
         shutil.copytree(run_dir / "index", target / "index")
         _catalog_table(data.catalog).to_parquet(target / "catalog.parquet", index=False)
+        if task == "recommendation": write_json(target / "sequences.json", data.split().train)  # for co-occurrence
         save_file(tensors, str(target / "reference.safetensors"))
         info["tag"] = str(stored.tag)
         write_json(target / "package.json", info)

@@ -123,12 +123,17 @@ def model_rankers(
     fuse_with_bm25: bool = False,    # search: add `fine-tuned+bm25`
     fusion: str = "blend",           # search: how `fine-tuned+bm25` fuses (rrf or blend)
     bm25: BM25Ranker | None = None,  # search: a BM25 ranker of `catalog` to reuse
+    cooccurrence: CooccurrenceRanker | None = None,  # recommendation: add `fine-tuned+co-occurrence`, fused with it
 ) -> dict:
     "The trained model's rankers by name."
     if task not in ("search", "recommendation"): raise ValueError(f"task must be search or recommendation, not {task!r}")
     if task == "recommendation":
-        return {"fine-tuned": DenseRanker(encoder, catalog, index, "fine-tuned", history="text", history_items=history_items),
-                "fine-tuned-items": DenseRanker(encoder, catalog, index, "fine-tuned-items", history="items")}
+        rankers = {"fine-tuned": DenseRanker(encoder, catalog, index, "fine-tuned", history="text", history_items=history_items),
+                   "fine-tuned-items": DenseRanker(encoder, catalog, index, "fine-tuned-items", history="items")}
+        if cooccurrence is not None:
+            rankers["fine-tuned+co-occurrence"] = HybridRanker([cooccurrence, rankers["fine-tuned"]], fusion,
+                                                               name="fine-tuned+co-occurrence")
+        return rankers
     rankers = {"fine-tuned": DenseRanker(encoder, catalog, index, "fine-tuned")}
     if fuse_with_bm25:
         rankers["fine-tuned+bm25"] = HybridRanker([bm25 or BM25Ranker(catalog), rankers["fine-tuned"]], fusion,

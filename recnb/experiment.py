@@ -72,6 +72,7 @@ def run(
     progress: bool = False,        # show Lightning's progress bar
 ) -> dict:
     "Run the whole pipeline for one parameter set and write the run directory; returns the metrics."
+    from recnb.baselines import CooccurrenceRanker
     from recnb.config import load_settings
     from recnb.data import task_of
     from recnb.encoder import Encoder
@@ -114,8 +115,11 @@ def run(
         index = ItemIndex.build(tuned, data.catalog)
         index.save(run_dir / "index")
     with clock.stage("evaluate"):
+        cooccurrence = None
+        if not search and params.eval.fuse_with_cooccurrence:
+            cooccurrence = baselines.get("co-occurrence") or CooccurrenceRanker(data.split().train)
         ours = model_rankers(task_of(data), tuned, index, data.catalog, params.train.history_items,
-                             params.eval.fuse_with_bm25, params.eval.fusion, baselines.get("bm25"))
+                             params.eval.fuse_with_bm25, params.eval.fusion, baselines.get("bm25"), cooccurrence)
         score(ours)
     first = params.eval.metrics[0]
     choice = params.eval.model_ranker

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib, json
 from pathlib import Path
 from typing import Mapping
-import numpy as np
 import pandas as pd
 from .data import Catalog, RecData, SearchData, make_search_data
 from .tables import DataError, read_table, require_columns, require_known, require_text, require_unique, row_example

@@ -136,8 +136,7 @@ def fit(
     t = validate_train({**(train or TrainParams()).model_dump(), **overrides})
     started = time.perf_counter()
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    signature = _fit_signature({**t.model_dump(exclude={"keep_checkpoints"}), "seed": seed,
-                                "project": project, "group": group, "run_name": run_name, "config": config}, data)
+    signature = _fit_signature({**t.model_dump(exclude={"keep_checkpoints"}), "seed": seed}, data)  # what decides the weights
     if (finished := _finished_fit(out_dir, signature, t.keep_checkpoints)) is not None: return finished
     pl.seed_everything(seed, workers=True, verbose=False)
     path = resolve_model(t.model)
@@ -211,9 +210,13 @@ def _fit_signature(arguments: dict, data) -> str:
     return json.dumps({"arguments": arguments, "data": data.fingerprint()}, sort_keys=True, default=str)
 
 def _same_fit(out_dir: Path, signature: str) -> bool:
-    "Whether `out_dir`'s state (checkpoints, fit.json) was written by a fit with this signature."
+    "Whether `out_dir`'s state (checkpoints, fit.json) was written by a fit with these training arguments on this data."
     stamp = out_dir / "checkpoints.json"  # beside checkpoints/, which Lightning wants empty
-    return stamp.exists() and stamp.read_text() == signature
+    if not stamp.exists(): return False
+    try: stored = json.loads(stamp.read_text())
+    except ValueError: return False
+    wanted = json.loads(signature)  # a stamp may hold more (what a run logged beside them): only these decide
+    return stored.get("data") == wanted["data"] and all(stored.get("arguments", {}).get(k) == v for k, v in wanted["arguments"].items())
 
 def _mark_finished(out_dir: Path, result: FitResult):
     "Write `fit.json`, which says the fit ran to the end and its model is saved."

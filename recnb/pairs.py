@@ -6,7 +6,6 @@ dataset, batched and tokenised by a Lightning data module."""
 # %% ../nbs/14_pairs.ipynb #6b4c47af
 from __future__ import annotations
 from dataclasses import dataclass
-from typing import Sequence
 import numpy as np
 import torch
 import pytorch_lightning as pl

@@ -77,9 +77,10 @@ class EvalParams(StrictModel):
     metrics: list[Metric] = Field(["ndcg@10", "recall@10", "recall@100", "mrr@10"], min_length=1)  # the first one selects
     gain: Literal["linear", "exponential"] = "linear"
     baselines: Optional[list[Baseline]] = None  # None: the task's STANDARD_BASELINES; names of the other task are skipped
-    fuse_with_bm25: bool = True                  # also score the fine-tuned model fused with BM25
+    fuse_with_bm25: bool = True                  # search: also score the fine-tuned model fused with BM25
+    fuse_with_cooccurrence: bool = True          # recommendation: also score it fused with item co-occurrence
     fusion: Literal["blend", "rrf"] = "blend"    # how: equal-weight min–max score blend (beat RRF on Home Depot, bench/RESULTS.md) or reciprocal rank
-    model_ranker: Literal["fine-tuned", "fine-tuned+bm25", "fine-tuned-items", "best"] = "best"  # the run's model (`recnb.evaluate.model_rankers`); best = the best on validation
+    model_ranker: Literal["fine-tuned", "fine-tuned+bm25", "fine-tuned-items", "fine-tuned+co-occurrence", "best"] = "best"  # the run's model (`recnb.evaluate.model_rankers`); best = the best on validation
 
 class Params(StrictModel):
     "One parameter set: everything a run needs."

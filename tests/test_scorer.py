@@ -186,3 +186,18 @@ def test_device_setting_governs_the_index(monkeypatch):
     monkeypatch.setenv("RECNB_DEVICE", "meta")  # a device torch accepts that 'auto' never picks
     assert recnb.scorer.resolve_device(None) == torch.device("meta") == recnb.encoder.resolve_device(None)  # one rule (recnb.config)
     assert ItemIndex(vectors, ["a", "b", "c"], device="cpu").device == torch.device("cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("batch", [1, 64, 1000])
+def test_scorer_on_cuda_equals_plain_torch(batch):
+    "On the GPU (bf16 first pass, blocks sized for the device) the ids are plain torch's fp32 matmul + top-k's."
+    g = torch.Generator().manual_seed(batch)
+    items = torch.nn.functional.normalize(torch.randn(200_000, 384, generator=g), dim=1)
+    queries = torch.nn.functional.normalize(torch.randn(batch, 384, generator=g), dim=1)
+    index = ItemIndex(items, [str(i) for i in range(len(items))], device="cuda")
+    found = index.search(queries.cuda(), k=10)
+    plain = (queries.cuda() @ items.cuda().T).topk(10, dim=1)
+    assert found.indices.cpu().tolist() == plain.indices.cpu().tolist()
+    assert torch.allclose(found.scores.cpu(), plain.values.cpu(), atol=1e-5)

@@ -177,3 +177,39 @@ def test_service_requirements_are_a_subset_of_the_project_dependencies():
     for line in (ROOT / "bentos" / "requirements.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             assert re.split(r"[<>=\[ ]", line)[0].lower().replace("_", "-") in declared, line
+
+
+def test_a_recommendation_package_serves_what_its_run_evaluated(tmp_path):
+    "A recommendation run (the synthetic shoppers) packaged and served: /recommend answers as the run's ranker did offline."
+    import os
+    from recnb.encoder import Encoder
+    from recnb.evaluate import model_rankers
+    from recnb.experiment import load_run_data, run
+    from recnb.params import validate_params
+    from recnb.scorer import ItemIndex
+    params = validate_params({"name": "shoppers", "data": {"name": "synthetic-rec", "n_items": 300, "n_users": 60},
+                              "train": {"epochs": 1, "max_steps": 3, "batch_size": 16}, "tracker": "disabled",
+                              "eval": {"model_ranker": "fine-tuned"}})  # the query tower over the history text
+    run_dir = tmp_path / "shoppers"
+    run(params, run_dir)
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "HF_HUB_OFFLINE": "1"}
+    out = recnb("package", run_dir, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    package = {"env": env, "tag": out.stdout.strip().splitlines()[-1]}
+    data = load_run_data(params)
+    ranker = model_rankers("recommendation", Encoder(run_dir / "model", device="cpu"), ItemIndex.load(run_dir / "index", device="cpu"),
+                           data.catalog, params.train.history_items)["fine-tuned"]
+    process, url = serve(package, tmp_path / "serve.log")
+    try:
+        info = httpx.get(f"{url}/info", timeout=30).json()
+        assert (info["task"], info["ranker"]) == ("recommendation", "fine-tuned")
+        histories = [h for _, h, _ in data.split().test[:6]]
+        expected = ranker.rank_histories(histories, k=10)
+        for history, ids, scores in zip(histories, expected.ids, expected.scores):
+            answer = post(url, "/recommend", {"history": history, "k": 10}, headers={})
+            assert answer.status_code == 200, answer.text
+            items = answer.json()["items"]
+            assert [i["item_id"] for i in items] == ids
+            assert max(abs(i["score"] - s) for i, s in zip(items, scores)) < 1e-5
+            assert not set(history) & set(ids)
+    finally: process.stop()
