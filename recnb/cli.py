@@ -47,8 +47,7 @@ def data(
     from recnb.tables import DataError
     kw = _table_kw(name, query_col, item_id_col, text_cols, grade_col, gains, gain_offset, duplicates)
     try: bundle = load_dataset(name, path, seed=seed, **kw)
-    except (DataError, ValueError) as e:
-        typer.secho(f"error: {e}", fg="red", err=True); raise typer.Exit(2)
+    except (DataError, ValueError) as e: _fail(f"error: {e}")
     typer.echo(json.dumps(summarize(bundle), indent=2))
 
 
@@ -70,17 +69,14 @@ def evaluate(
     from recnb.data import RecData, sample_search_data, summarize
     from recnb.datasets import load_dataset
     from recnb.tables import DataError
-    from recnb.evaluate import REC_RANKERS, SEARCH_RANKERS, baseline_rankers, evaluate_recommendation, evaluate_search
+    from recnb.evaluate import REC_RANKERS, SEARCH_RANKERS, evaluate_recommendation, evaluate_search, rec_rankers, search_rankers
     from recnb.metrics import metric_table
     try:
-        kw = dict(_table_kw(name, query_col, item_id_col, text_cols, grade_col, gains, gain_offset, duplicates))
+        kw = _table_kw(name, query_col, item_id_col, text_cols, grade_col, gains, gain_offset, duplicates)
         data = load_dataset(name, path, seed=seed, **kw)
-    except (DataError, ValueError) as e:
-        typer.secho(f"error: {e}", fg="red", err=True); raise typer.Exit(2)
+    except (DataError, ValueError) as e: _fail(f"error: {e}")
     rec = isinstance(data, RecData)
     chosen = [r for r in rankers.split(",") if r] or (REC_RANKERS if rec else SEARCH_RANKERS)
-    own = REC_RANKERS if rec else SEARCH_RANKERS
-    if wrong := [r for r in chosen if r not in own]: _fail(f"error: unknown {'recommendation' if rec else 'search'} ranker(s) {wrong}; known: {list(own)}")
     if rec and max_items: _fail("error: --max-items slices search catalogs only")
     if not rec and max_items: data = sample_search_data(data, max_items, seed)
     try:
@@ -88,7 +84,7 @@ def evaluate(
         if set(chosen) & {"zero-shot", "hybrid-rrf", "hybrid-blend"}:
             from recnb.encoder import Encoder
             encoder = Encoder(model)
-        built = baseline_rankers(data, chosen, encoder)
+        built = (rec_rankers if rec else search_rankers)(data, chosen, encoder)  # each refuses the other task's names
     except ValueError as e: _fail(f"error: {e}")
     results = evaluate_recommendation(data, built, split) if rec else evaluate_search(data, built, split, gain=gain)
     summary = summarize(data)
