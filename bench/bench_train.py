@@ -1,96 +1,185 @@
-"""Fine-tuning on Home Depot: recnb (Lightning two-tower) vs sentence-transformers' standard recipe, same run.
+"""Fine-tuning on Home Depot: recnb (Lightning two-tower) vs sentence-transformers' trainer, same device, same run.
 
-Both start from all-MiniLM-L6-v2, train on the same (query, positive title) pairs from the train queries (relevance
-≥ 2.5, i.e. gain ≥ 1.5), with the same batch size and number of steps on this machine. Both are then scored on the
-test queries over the FULL catalog with the same encoder, scorer and metrics, next to BM25 and zero-shot.
+Both start from all-MiniLM-L6-v2 and train on the same (query, positive title) pairs from the train queries
+(relevance ≥ 2.5, i.e. gain ≥ 1.5), with the same batch size, number of steps, device and precision (bf16 mixed
+precision on a GPU, fp32 on a CPU unless --precision says otherwise).
 
-    python bench/bench_train.py --json bench/out/train.json   # 300 steps: ~1 hour on 2 cores (six catalog encodings)
+Throughput is training pairs per second from the first training step to the last, the device synchronised at both
+ends, data loading included, for both (recnb: `FitResult.pairs_per_second`; sentence-transformers: a callback on its
+trainer). GPU memory is the peak allocated by each. A step profile (`step_profile.StepProfile`: data wait, step wall,
+GPU busy, top host operators) comes from a separate short recnb fit, so its synchronisation does not slow the
+timed ones. With --eval every model is then scored on the test queries over the FULL catalog next to BM25 and
+zero-shot (slow on a CPU: six catalog encodings).
+
+    python bench/bench_train.py --device cuda --steps 400 --json bench/out/train-gpu.json
+    python bench/bench_train.py --items 5000 --steps 30 --negatives none   # a quick CPU throughput check
+    python bench/bench_train.py --steps 300 --eval --json bench/out/train.json   # ~1 hour on 2 cores
+    python bench/bench_train.py --profile-only   # just the step profile (also runs an older recnb: PYTHONPATH=...)
 """
 from __future__ import annotations
-import argparse, json, os, platform, subprocess, time
+import argparse, json, os, platform, shutil, subprocess, sys, time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def cpu_name() -> str:
+    "lscpu's model name (the CPUs differ between sessions)."
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, env=os.environ | {"LC_ALL": "C"}).stdout
+        return next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def peak_memory_gb(device) -> float | None:
+    import torch
+    return torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+
+
+def reset_peak(device):
+    import torch
+    if device.type == "cuda": torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(device)
+
+
+def st_pairs_per_second(data, examples, args, device, out: Path) -> tuple[float, float | None, Path]:
+    "sentence-transformers' trainer (MultipleNegativesRankingLoss, in-batch negatives) on the same pairs and steps."
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments, losses
+    from transformers import TrainerCallback
+    from recnb.encoder import resolve_model
+
+    class Span(TrainerCallback):
+        "Seconds from the first step's start to the end of training, the device synchronised at both ends."
+        start, seconds = None, 0.0
+        def _now(self):
+            if device.type == "cuda": torch.cuda.synchronize(device)
+            return time.perf_counter()
+        def on_step_begin(self, *a, **k):
+            if self.start is None: self.start = self._now()
+        def on_train_end(self, *a, **k): self.seconds = self._now() - self.start
+
+    torch.manual_seed(0)
+    st = SentenceTransformer(resolve_model(None), device=str(device))
+    texts = data.catalog.texts()
+    pairs = Dataset.from_dict({"anchor": examples.queries, "positive": [texts[p] for p in examples.positives]})
+    bf16 = args.precision.startswith("bf16")
+    training = SentenceTransformerTrainingArguments(
+        output_dir=str(out / "st-trainer"), per_device_train_batch_size=args.batch_size, max_steps=args.steps,
+        learning_rate=args.lr_st, warmup_ratio=0.1, bf16=bf16, use_cpu=device.type == "cpu", seed=0, data_seed=0,
+        dataloader_drop_last=True, logging_steps=10_000, save_strategy="no", report_to="none", disable_tqdm=True)
+    span = Span()
+    reset_peak(device)
+    trainer = SentenceTransformerTrainer(model=st, args=training, train_dataset=pairs,
+                                         loss=losses.MultipleNegativesRankingLoss(st), callbacks=[span])
+    trainer.train()
+    memory = peak_memory_gb(device)
+    st.save(str(out / "st-model"))
+    return args.steps * args.batch_size / span.seconds, memory, out / "st-model"
+
+
+def profile(data, args, out: Path, buckets) -> dict:
+    "A short recnb fit with `StepProfile` on its steps 5 to 14 (whatever recnb is importable: before/after comparisons)."
+    from step_profile import StepProfile
+    from recnb.model import fit
+    import recnb
+    prof = StepProfile(skip=5, steps=10)
+    run = out / "profile"; shutil.rmtree(run, ignore_errors=True)
+    options = dict(length_buckets=buckets) if buckets else {}
+    fit(data, run, epochs=1, max_steps=16, batch_size=args.batch_size, lr=args.lr, min_positive_gain=1.5,
+        negatives=args.profile_negatives, precision=args.precision, accelerator=args.accelerator, tracker="disabled",
+        max_val_queries=50, checkpoint_every_n_steps=10_000, callbacks=[prof], **options)
+    print(f"[{recnb.__file__}] buckets={buckets or 'default'} negatives={args.profile_negatives}: " + prof.summary(), flush=True)
+    return {"recnb": str(Path(recnb.__file__).parent), "buckets": buckets, "negatives": args.profile_negatives, **prof.profile}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: where both train")
     ap.add_argument("--steps", type=int, default=300, help="optimiser steps for each (one epoch of 27k pairs at 64 is 428)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr-st", type=float, default=2e-5, help="sentence-transformers' recipe learning rate")
     ap.add_argument("--lr", type=float, default=5e-5, help="recnb learning rate")
     ap.add_argument("--negatives", default="none,bm25",
                     help="recnb runs, one per hard-negative choice (none = the same in-batch recipe as ST; bm25)")
-    ap.add_argument("--precision", default="32-true", help="recnb Lightning precision on CPU: 32-true or bf16-mixed")
+    ap.add_argument("--buckets", default="auto", help="recnb length groups per side to time, comma-separated (auto: by device)")
+    ap.add_argument("--precision", default=None, help="Lightning precision for recnb (ST follows it: bf16 or fp32); "
+                    "default bf16-mixed on cuda, 32-true on cpu")
+    ap.add_argument("--profile-negatives", default="bm25")
+    ap.add_argument("--profile-only", action="store_true", help="only the step profile")
+    ap.add_argument("--no-st", action="store_true", help="skip sentence-transformers")
+    ap.add_argument("--eval", action="store_true", help="score every model on the full catalog's test queries")
     ap.add_argument("--out", type=Path, default=Path("bench/out/train"))
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--items", type=int, default=None, help="a sampled catalog of this many items (a quick smoke run; default: all)")
+    ap.add_argument("--items", type=int, default=None, help="a sampled catalog of this many items (quick runs; default: all)")
     args = ap.parse_args()
 
     import torch
-    from recnb.baselines import BM25Ranker, DenseRanker
     from recnb.data import sample_search_data
     from recnb.datasets import load_dataset
-    from recnb.encoder import Encoder, resolve_model
-    from recnb.metrics import metric_table
     from recnb.model import fit
     from recnb.pairs import search_examples
 
-    cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-                if l.startswith("Model name")), platform.processor())
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  CPU: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
+    device = torch.device(args.device)
+    args.accelerator = "gpu" if device.type == "cuda" else "cpu"
+    args.precision = args.precision or ("bf16-mixed" if device.type == "cuda" else "32-true")
+    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    machine = f"CPU {cpu_name()}, {os.cpu_count()} cores{gpu}"
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {machine}; torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"precision {args.precision}", flush=True)
     data = load_dataset("homedepot")
     if args.items: data = sample_search_data(data, args.items)
-    examples = search_examples(data, "train", min_positive_gain=1.5)
-    n_pairs = min(args.steps * args.batch_size, len(examples.queries))
-    print(f"Home Depot: {len(data.catalog):,} items, {len(data.queries_in('test')):,} test queries, "
-          f"{len(examples.queries):,} train pairs (gain ≥ 1.5); budget {args.steps} steps × {args.batch_size} = {n_pairs:,} pairs", flush=True)
     out = args.out; out.mkdir(parents=True, exist_ok=True)
-    throughput, wall = {}, {}
+    record = {"machine": machine, "device": str(device), "precision": args.precision, "batch_size": args.batch_size,
+              "steps": args.steps, "torch": torch.__version__}
+    if args.profile_only:
+        record["profiles"] = [profile(data, args, out, None if b == "auto" else int(b)) for b in args.buckets.split(",")]
+        if args.json: args.json.parent.mkdir(parents=True, exist_ok=True); args.json.write_text(json.dumps(record, indent=2))
+        return
+    examples = search_examples(data, "train", min_positive_gain=1.5)
+    n_pairs = args.steps * args.batch_size
+    assert n_pairs <= len(examples.queries), f"{args.steps} steps of {args.batch_size} need {n_pairs} pairs; there are {len(examples.queries)}"
+    print(f"Home Depot: {len(data.catalog):,} items, {len(examples.queries):,} train pairs (gain ≥ 1.5); "
+          f"{args.steps} steps × {args.batch_size} = {n_pairs:,} pairs each", flush=True)
+    throughput, memory, models = {}, {}, {}
 
-    # --- sentence-transformers' recipe -------------------------------------------------------------
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, losses, InputExample
-    from torch.utils.data import DataLoader
-    from transformers import TrainerCallback
+    if not args.no_st:
+        name = "sentence-transformers"
+        throughput[name], memory[name], models[name] = st_pairs_per_second(data, examples, args, device, out)
+        print(f"{name}: {throughput[name]:.1f} pairs/s, peak GPU memory {memory[name]} GB", flush=True)
 
-    class StepClock(TrainerCallback):
-        "Seconds inside ST's training steps (forward, backward, update), to compare with recnb's own step clock."
-        seconds, start = 0.0, None
-        def on_step_begin(self, *a, **k): self.start = time.perf_counter()
-        def on_step_end(self, *a, **k): self.seconds += time.perf_counter() - self.start
-    clock, init = StepClock(), SentenceTransformerTrainer.__init__
-    SentenceTransformerTrainer.__init__ = lambda self, *a, callbacks=None, **k: init(self, *a, callbacks=[*(callbacks or []), clock], **k)
-
-    torch.manual_seed(0)
-    st = SentenceTransformer(resolve_model(None), device="cpu")
-    texts = data.catalog.texts()
-    pairs = [InputExample(texts=[q, texts[p]]) for q, p in zip(examples.queries, examples.positives)]
-    loader = DataLoader(pairs, shuffle=True, batch_size=args.batch_size, generator=torch.Generator().manual_seed(0))
-    loss = losses.MultipleNegativesRankingLoss(st)
-    start = time.perf_counter()
-    st.fit(train_objectives=[(loader, loss)], epochs=1, steps_per_epoch=args.steps, warmup_steps=int(0.1 * args.steps),
-           optimizer_params={"lr": args.lr_st}, show_progress_bar=False)
-    wall["sentence-transformers"] = time.perf_counter() - start
-    throughput["sentence-transformers"] = n_pairs / clock.seconds
-    st.save(str(out / "st-model"))
-    print(f"sentence-transformers: {throughput['sentence-transformers']:.1f} pairs/s in training steps, "
-          f"{n_pairs / wall['sentence-transformers']:.1f} pairs/s over fit()", flush=True)
-
-    # --- recnb ---------------------------------------------------------------------------------------
-    models = {}
     for negatives in args.negatives.split(","):
-        name = f"recnb negatives={negatives}"
-        run = out / f"recnb-{negatives}"
-        import shutil; shutil.rmtree(run, ignore_errors=True)
-        result = fit(data, run, epochs=1, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                     min_positive_gain=1.5, negatives=negatives, precision=args.precision, tracker="disabled",
-                     max_val_queries=300, checkpoint_every_n_steps=10_000)
-        throughput[name], wall[name] = result.pairs_per_second, result.seconds
-        models[name] = result.model_dir
-        print(f"{name}: {result.pairs_per_second:.1f} pairs/s in training steps (precision={args.precision}); fit() wall "
-              f"{result.seconds:.0f} s incl. mining and one full-catalog validation", flush=True)
+        for buckets in args.buckets.split(","):
+            name = f"recnb negatives={negatives} buckets={buckets}"
+            run = out / f"recnb-{negatives}-{buckets}"
+            shutil.rmtree(run, ignore_errors=True)
+            reset_peak(device)
+            options = {} if buckets == "auto" else {"length_buckets": int(buckets)}
+            result = fit(data, run, epochs=1, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         min_positive_gain=1.5, negatives=negatives, precision=args.precision, accelerator=args.accelerator,
+                         tracker="disabled", max_val_queries=300, checkpoint_every_n_steps=10_000, **options)
+            throughput[name], memory[name], models[name] = result.pairs_per_second, peak_memory_gb(device), result.model_dir
+            print(f"{name}: {result.pairs_per_second:.1f} pairs/s, peak GPU memory {memory[name]} GB; fit() wall "
+                  f"{result.seconds:.0f} s incl. mining and one full-catalog validation", flush=True)
 
+    record["profiles"] = [profile(data, args, out, None)]
+    print(f"\ntraining pairs/s (first step to last, data loading included; {args.steps} steps of {args.batch_size}, {args.precision}):")
+    for name, pps in throughput.items():
+        ratio = f" = {pps / throughput['sentence-transformers']:.2f}x sentence-transformers" if "sentence-transformers" in throughput else ""
+        print(f"  {name}: {pps:.1f} pairs/s{ratio}; peak GPU memory {memory[name]} GB")
+    record.update(pairs=n_pairs, pairs_per_second=throughput, peak_gpu_memory_gb=memory, recnb={"lr": args.lr}, st={"lr": args.lr_st})
+    if args.eval: record.update(evaluate(data, models, device))
+    if args.json: args.json.parent.mkdir(parents=True, exist_ok=True); args.json.write_text(json.dumps(record, indent=2))
+
+
+def evaluate(data, models: dict, device) -> dict:
+    "Every model and BM25 on the test queries over the full catalog; fusions with BM25 weighted on the validation queries."
+    from recnb.baselines import BM25Ranker, DenseRanker
+    from recnb.encoder import Encoder
+    from recnb.metrics import metric_table
     # --- evaluation over the full catalog ------------------------------------------------------------
     # every ranker ranks the valid and test queries once; fusions with BM25 reuse those rankings. The blend weight
     # of each fusion is chosen on the validation queries (NDCG@10) and only then scored on test.
@@ -103,8 +192,8 @@ def main():
         return queries["query_id"].tolist(), queries["query"].tolist(), qrels
     splits = {split: judged(split) for split in ("valid", "test")}
     bm25 = BM25Ranker(data.catalog)
-    encoders = {"zero-shot": Encoder(), "sentence-transformers recipe": Encoder(str(out / "st-model"))}
-    encoders.update({name: Encoder(str(path)) for name, path in models.items()})
+    encoders = {"zero-shot": Encoder(device=device)}
+    encoders.update({name: Encoder(str(path), device=device) for name, path in models.items()})
     rankings = {"bm25": {s: bm25.rank(q, k=100) for s, (_, q, _) in splits.items()}}
     for name, encoder in encoders.items():
         ranker = DenseRanker(encoder, data.catalog, name=name)
@@ -122,14 +211,8 @@ def main():
         weights[name] = {"alpha": best, "valid ndcg@10 per alpha": valid}
         results[f"{name} + bm25 (blend, α={best} from valid)"] = score(pair("test", "blend", [1 - best, best]), "test")
     print(metric_table(results).to_string())
-    print("\ntraining pairs/s (inside training steps; same pairs, batch size and steps):")
-    for name, pps in throughput.items():
-        print(f"  {name}: {pps:.1f} pairs/s = {pps / throughput['sentence-transformers']:.2f}x sentence-transformers")
-    record = {"machine": cpu, "threads": torch.get_num_threads(), "steps": args.steps, "batch_size": args.batch_size,
-              "pairs": n_pairs, "pairs_per_second_in_steps": throughput, "wall_seconds": wall, "results": results,
-              "blend_weights": weights,
-              "recnb": {"lr": args.lr, "precision": args.precision}, "st": {"lr": args.lr_st}}
-    if args.json: args.json.parent.mkdir(parents=True, exist_ok=True); args.json.write_text(json.dumps(record, indent=2))
+    return {"results": results, "blend_weights": weights}
+
 
 if __name__ == "__main__":
     main()

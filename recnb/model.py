@@ -70,7 +70,7 @@ class FitResult:
     history: list[dict]             # per epoch: epoch, step, train_loss, val_loss, val_ndcg@10, seconds
     train_pairs: int                # training examples per epoch
     seconds: float                  # wall time of the fit
-    pairs_per_second: float         # training examples per second of training steps (data loading, forward, backward, update)
+    pairs_per_second: float         # training examples per second of the training batches (loading, forward, backward, update)
     resumed_from: str | None = None
 
 class _History(pl.Callback):
@@ -87,14 +87,21 @@ class _History(pl.Callback):
         if trainer.is_global_zero: write_json(self.path, self.rows)
 
 class _Throughput(pl.Callback):
-    "Training examples per second over the training batches only (not mining, validation or checkpoints), all processes together."
+    """Training examples per second from each epoch's first training batch to its last (data loading included; mining,
+    validation and checkpoints at the epoch's end not), the device synchronised at both ends; all processes together."""
     def __init__(self): self.seconds, self.examples, self._start = 0.0, 0, None
-    def on_train_batch_start(self, trainer, module, batch, batch_idx): self._start = time.perf_counter()
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if self._start is not None:
-            self.seconds += time.perf_counter() - self._start
-            self.examples += batch["mask"].shape[0]
+    def _now(self, module) -> float:
+        if module.device.type == "cuda": torch.cuda.synchronize(module.device)  # queued GPU work belongs to the span
+        return time.perf_counter()
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if self._start is None: self._start = self._now(module)
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx): self.examples += batch["mask"].shape[0]
+    def _close(self, trainer, module):
+        if self._start is not None: self.seconds, self._start = self.seconds + self._now(module) - self._start, None
+    def on_validation_start(self, trainer, module): self._close(trainer, module)
+    def on_train_epoch_end(self, trainer, module): self._close(trainer, module)
     def on_train_end(self, trainer, module):
+        self._close(trainer, module)
         if trainer.world_size == 1: return
         over_ranks = lambda value, op: trainer.strategy.reduce(torch.tensor(float(value), device=module.device), reduce_op=op).item()
         # the processes train side by side: their examples add up, over the time of the slowest

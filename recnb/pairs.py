@@ -5,16 +5,19 @@ dataset, batched and tokenised by a Lightning data module."""
 
 # %% ../nbs/14_pairs.ipynb #6b4c47af
 from __future__ import annotations
+import functools
 from dataclasses import dataclass
+from typing import Sequence
 import numpy as np
 import torch
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
+from fastcore.basics import patch
 from .data import RecData, SearchData, history_text
-from .towers import encode_with, tokenize_in_buckets
+from .towers import TokenTable, encode_with, length_buckets_for
 
 # %% auto #0
-__all__ = ['Examples', 'search_examples', 'rec_examples', 'RetrievalDataModule']
+__all__ = ['Examples', 'search_examples', 'rec_examples', 'candidate_mask', 'RetrievalDataModule']
 
 # %% ../nbs/14_pairs.ipynb #ae165464
 @dataclass
@@ -56,6 +59,7 @@ def rec_examples(data: RecData, split: str, history_items: int = 3) -> Examples:
 
 # %% ../nbs/14_pairs.ipynb #92f2a8d2
 class _PairDataset(Dataset):
+    "Example i as (i, positive, hard negatives, relevant): the query's tokens are looked up by i when batching."
     def __init__(self, examples: Examples, negatives: dict | None, n_negatives: int, seed: int):
         self.examples, self.negatives, self.n_negatives, self.seed, self.epoch = examples, negatives, n_negatives, seed, 0
     def __len__(self): return len(self.examples.queries)
@@ -67,10 +71,23 @@ class _PairDataset(Dataset):
             if pool:
                 rng = np.random.default_rng((self.seed, self.epoch, i))
                 negs = [pool[j] for j in rng.choice(len(pool), size=min(self.n_negatives, len(pool)), replace=False)]
-        return ex.queries[i], ex.positives[i], negs, ex.relevant[i]
+        return i, ex.positives[i], negs, ex.relevant[i]
 
+def candidate_mask(
+    positives: torch.Tensor,  # (B,) catalog positions of each query's positive
+    candidates: torch.Tensor, # (C,) catalog positions of the batch's candidates: the positives, then the hard negatives
+    relevant: Sequence[frozenset],  # per query: catalog positions judged relevant to it
+) -> torch.Tensor:
+    "(B, C) bool: True where candidate c is query i's positive or judged relevant to it (so never its negative)."
+    widest = max(1, max(map(len, relevant)))
+    judged = torch.full((len(relevant), widest), -1, dtype=torch.long)
+    for i, rel in enumerate(relevant):
+        if rel: judged[i, :len(rel)] = torch.tensor(sorted(rel))
+    return (candidates[None, :] == positives[:, None]) | (judged[:, :, None] == candidates[None, None, :]).any(1)
+
+# %% ../nbs/14_pairs.ipynb #c89cb96b
 class RetrievalDataModule(pl.LightningDataModule):
-    "Training and validation examples from a search or recommendation dataset, tokenised per batch."
+    "Training and validation examples from a search or recommendation dataset, tokenised once, batched by array operations."
     def __init__(
         self,
         data: SearchData | RecData,
@@ -85,7 +102,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         history_items: int = 3,         # recommendation: items in the query text
         seed: int = 0,
         max_val_queries: int | None = None,  # cap validation queries (speed)
-        length_buckets: int = 4,        # each side of a batch is encoded in this many groups of similar length
+        length_buckets: int | None = None,   # groups of similar length per side of a batch; None: by device (`length_buckets_for`)
     ):
         super().__init__()
         if negatives not in ("none", "bm25", "model"): raise ValueError(f"negatives must be none, bm25 or model, not {negatives!r}")
@@ -101,6 +118,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         if negatives == "bm25" and n_negatives: self.hard = self._mine_bm25()
         self.train_set = _PairDataset(self.train_examples, self.hard, n_negatives if negatives != "none" else 0, seed)
         self.max_val_queries, self.length_buckets, self.history_items = max_val_queries, length_buckets, history_items
+        self.tokens = None  # item, train-query and validation-query `TokenTable`s, made once by `setup`
 
     def _unique_queries(self, examples: Examples) -> dict[str, tuple[str, frozenset]]:
         return {k: (q, r) for k, q, r in zip(examples.keys, examples.queries, examples.relevant)}
@@ -124,21 +142,41 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.train_set.negatives = {k: [int(p) for p in row if p >= 0 and int(p) not in rel]
                                     for (k, (_, rel)), row in zip(unique.items(), found.indices.tolist())}
 
-    def _collate(self, rows):
-        queries, positives, negatives, relevant = zip(*rows)
-        candidates = list(positives) + [n for negs in negatives for n in negs]
-        cand = torch.tensor(candidates)
-        mask = (cand[None, :] == torch.tensor(positives)[:, None])
-        for i, rel in enumerate(relevant):
-            if rel: mask[i] |= torch.tensor([c in rel for c in candidates])
-        tok = lambda texts: tokenize_in_buckets(self.tokenizer, texts, self.max_length, self.length_buckets)
-        return {"queries": tok(queries), "items": tok([self.item_texts[c] for c in candidates]), "mask": mask}
+# %% ../nbs/14_pairs.ipynb #a6b1ba75
+@patch
+def setup(self: RetrievalDataModule, stage: str | None = None):
+    "Tokenise every item text and every example's query once (Lightning calls this on every process before training)."
+    if self.tokens is None:
+        table = lambda texts: TokenTable(self.tokenizer, texts, self.max_length)
+        self.tokens = {"items": table(self.item_texts), "train": table(self.train_examples.queries),
+                       "valid": table(self.val_examples.queries)}
 
-    def train_dataloader(self):
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=len(self.train_set) > self.batch_size,
-                          collate_fn=self._collate, generator=generator, num_workers=0)
+@patch
+def _collate(self: RetrievalDataModule, rows, split: str = "train"):
+    "A batch: each side's token groups and the mask of candidates that are no negative of a query."
+    if self.tokens is None: self.setup()
+    indices, positives, negatives, relevant = zip(*rows)
+    positives = torch.tensor(positives)
+    candidates = torch.cat([positives, torch.tensor([n for negs in negatives for n in negs], dtype=torch.long)])
+    device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+    buckets = length_buckets_for(device, self.length_buckets)
+    return {"queries": self.tokens[split].in_buckets(indices, buckets),
+            "items": self.tokens["items"].in_buckets(candidates.numpy(), buckets),
+            "mask": candidate_mask(positives, candidates, relevant)}
 
-    def val_dataloader(self):
-        return DataLoader(_PairDataset(self.val_examples, None, 0, self.seed), batch_size=self.batch_size,
-                          collate_fn=self._collate, num_workers=0)
+@patch
+def _loader(self: RetrievalDataModule, dataset: Dataset, split: str, **options) -> DataLoader:
+    "A loader of `dataset`; batches go to a GPU from page-locked memory (Lightning copies them without blocking)."
+    pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+    return DataLoader(dataset, batch_size=self.batch_size, collate_fn=functools.partial(self._collate, split=split),
+                      num_workers=0, pin_memory=pin, **options)
+
+@patch
+def train_dataloader(self: RetrievalDataModule):
+    generator = torch.Generator().manual_seed(self.seed)
+    return self._loader(self.train_set, "train", shuffle=True, drop_last=len(self.train_set) > self.batch_size,
+                        generator=generator)
+
+@patch
+def val_dataloader(self: RetrievalDataModule):
+    return self._loader(_PairDataset(self.val_examples, None, 0, self.seed), "valid")

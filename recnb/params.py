@@ -58,7 +58,7 @@ class TrainParams(StrictModel):
     history_items: int = Field(3, ge=1)
     max_steps: int = Field(-1, ge=-1)
     max_val_queries: Optional[int] = Field(None, gt=0)   # validation ranks the catalog for at most this many queries
-    length_buckets: int = Field(4, ge=1)         # each side of a batch is encoded in this many groups of similar length
+    length_buckets: Optional[int] = Field(None, ge=1)  # groups of similar length per side of a batch; None: 4 on a CPU, 1 on a GPU
     patience: int = Field(2, ge=1)               # early stopping on val NDCG@10
     gradient_clip: float = Field(1.0, ge=0)      # 0: no clipping
     accelerator: str = "auto"
