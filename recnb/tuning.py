@@ -127,10 +127,11 @@ def tune(
         probe = _slice(index, n_items)
         first = {c: _time(probe, c, queries[: max(1, rounds // 4), : max(1, size // 4)], k) for c in candidates(index)}
         times = {c: [] for c, t in first.items() if t <= PRUNE * min(first.values())}
+        timed = list(times)
         for _ in range(max(1, repeats)):  # interleaved, so a burst of load elsewhere hits every candidate alike
-            for c in times: times[c].append(_time(probe, c, queries, k))
+            for c in timed: times[c].append(_time(probe, c, queries, k))
             best = {c: min(t) for c, t in times.items()}
-            times = {c: t for c, t in times.items() if best[c] <= RETIME * min(best.values())}
+            timed = [c for c in timed if best[c] <= RETIME * min(best.values())]
         fastest = min(best, key=best.get)
         plain = min((c for c in best if c.method == "plain"), key=best.get, default=None)
         plans[batch] = plain if plain and best[fastest] > PLAIN_MARGIN * best[plain] else fastest
