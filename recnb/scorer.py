@@ -89,9 +89,9 @@ class ItemIndex:
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"query vectors must have shape (n_queries, {self.dim}) to match the items, got {tuple(queries.shape)}")
         if not queries.is_floating_point(): raise ValueError(f"query vectors must be floating point, got {queries.dtype}")
-        queries = queries.to(self.device, torch.float32).contiguous()
+        # checked where they are (the encoder's are on the CPU), so that a GPU index does not wait for the check
         if not bool(torch.isfinite(queries).all()): raise ValueError("query vectors contain NaN or inf")
-        return queries
+        return queries.to(self.device, torch.float32).contiguous()
 
     def _exclusions(self, exclude, first: int, count: int):
         "For queries first..first+count: (sorted catalog positions as numpy, rows, positions on device), or None."
@@ -246,13 +246,11 @@ def _search(self: ItemIndex, queries: torch.Tensor, width: int, exclude, plan: P
     plan = bounded(plan, self.device)
     top = {"plain": self._top_plain, "exact": self._top_exact, "two_pass": self._top_two_pass}[plan.method]
     block = max(1, plan.max_scores // (max(len(self), 1) if plan.method == "plain" else plan.chunk_size))
-    scores = torch.full((len(queries), width), -math.inf, device=self.device)
-    positions = torch.full((len(queries), width), -1, dtype=torch.int64, device=self.device)
-    with exact_sums(self.device), torch.inference_mode():
-        for first in range(0, len(queries) if width else 0, block):
-            part = queries[first:first + block]
-            scores[first:first + len(part)], positions[first:first + len(part)] = top(part, width, self._exclusions(exclude, first, len(part)), plan)
-    return scores, positions
+    with exact_sums(self.device), torch.no_grad():
+        parts = [top(queries[first:first + block], width, self._exclusions(exclude, first, block), plan)
+                 for first in range(0, len(queries) if width else 0, block)]
+    if not parts: return torch.empty(len(queries), width, device=self.device), torch.empty(len(queries), width, dtype=torch.int64, device=self.device)
+    return parts[0] if len(parts) == 1 else tuple(torch.cat(x) for x in zip(*parts))
 
 # %% ../nbs/09_scorer.ipynb #408075ac
 @patch
