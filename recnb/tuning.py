@@ -126,7 +126,8 @@ def tune(
         queries = torch.nn.functional.normalize(torch.randn(rounds, size, index.dim, generator=g), dim=2).to(index.device)
         probe = _slice(index, n_items)
         small = queries[: max(1, rounds // 4), : max(1, size // 4)]
-        for c in candidates(index): _time(probe, c, small, k)  # untimed: first calls load kernels and allocate
+        if index.device.type == "cuda":  # untimed: CUDA loads a kernel on its first call
+            for c in candidates(index): _time(probe, c, small, k)
         first = {c: _time(probe, c, small, k) for c in candidates(index)}
         times = {c: [] for c, t in first.items() if t <= PRUNE * min(first.values())}
         timed = list(times)
