@@ -5,12 +5,12 @@ the error of bf16 and fp16 inner products, and the scaling that keeps fp16 in ra
 
 # %% ../nbs/08_precision.ipynb #a4d382f1
 from __future__ import annotations
-import math
+import math, threading
 import torch
 
 # %% auto #0
 __all__ = ['BF16_UNIT_ROUNDOFF', 'FP16_UNIT_ROUNDOFF', 'FP16_TINY', 'FP16_MAX_NORM', 'FP32_UNIT_ROUNDOFF', 'error_bound',
-           'power_of_two_scale', 'exact_16bit_sums']
+           'power_of_two_scale', 'exact_sums']
 
 # %% ../nbs/08_precision.ipynb #ac6ef855
 BF16_UNIT_ROUNDOFF = 2.0 ** -8   # bfloat16 keeps 8 significant bits
@@ -34,14 +34,35 @@ def power_of_two_scale(norm: float) -> float:
     "The power of two that brings `norm` to at most FP16_MAX_NORM (and above half of it); 1 for a zero norm."
     return 2.0 ** math.floor(math.log2(FP16_MAX_NORM / norm)) if norm > 0 else 1.0
 
-class exact_16bit_sums:
-    "On CUDA, forbid reduced-precision partial sums in bf16 and fp16 matmuls so the error bound holds."
-    flags = ("allow_bf16_reduced_precision_reduction", "allow_fp16_reduced_precision_reduction")
-    def __init__(self, device): self.cuda = device.type == "cuda"
+
+# %% ../nbs/08_precision.ipynb #9a2db1f9
+class exact_sums:
+    "On CUDA, for a block: fp32 matmuls in full fp32 (no TF32), bf16/fp16 matmuls with fp32 partial sums."
+    reductions = ("allow_bf16_reduced_precision_reduction", "allow_fp16_reduced_precision_reduction")
+    _lock, _inside, _saved = threading.Lock(), 0, {}
+    def __init__(self, device: str | torch.device): self.cuda = torch.device(device).type == "cuda"
+
+    @staticmethod
+    def tf32_switch() -> tuple[str, object]:
+        "The TF32 flag of this PyTorch and its exact value: the per-backend `fp32_precision` (torch ≥ 2.9), else `allow_tf32`."
+        matmul = torch.backends.cuda.matmul
+        return ("fp32_precision", "ieee") if getattr(matmul, "fp32_precision", None) is not None else ("allow_tf32", False)
+
     def __enter__(self):
-        if self.cuda:
-            self.saved = [getattr(torch.backends.cuda.matmul, f) for f in self.flags]
-            for f in self.flags: setattr(torch.backends.cuda.matmul, f, False)
+        if not self.cuda: return self
+        matmul = torch.backends.cuda.matmul
+        with exact_sums._lock:
+            if exact_sums._inside == 0:
+                flag, exact = self.tf32_switch()
+                exact_sums._saved = {name: getattr(matmul, name) for name in (*self.reductions, flag)}
+                for name in self.reductions: setattr(matmul, name, False)
+                setattr(matmul, flag, exact)
+            exact_sums._inside += 1
+        return self
+
     def __exit__(self, *exc):
-        if self.cuda:
-            for f, value in zip(self.flags, self.saved): setattr(torch.backends.cuda.matmul, f, value)
+        if not self.cuda: return
+        with exact_sums._lock:
+            exact_sums._inside -= 1
+            if exact_sums._inside == 0:
+                for name, value in exact_sums._saved.items(): setattr(torch.backends.cuda.matmul, name, value)

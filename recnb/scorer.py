@@ -5,19 +5,19 @@
 # %% ../nbs/09_scorer.ipynb #a300de07
 from __future__ import annotations
 import json, math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 import numpy as np
 import torch
 from fastcore.basics import patch
-from .precision import error_bound, exact_16bit_sums, power_of_two_scale
+from .precision import error_bound, exact_sums, power_of_two_scale
+from .tuning import Plan, bounded, calibrate, candidates, plan_for, plan_record, restore_plan, tune
 from .config import native_bf16, resolve_device  # one device rule for encoding and scoring: the `device` setting
 
 # %% auto #0
-__all__ = ['SMALL_BATCH', 'GROUP', 'GROUPED_FROM', 'SearchResult', 'ItemIndex']
+__all__ = ['GROUP', 'GROUPED_FROM', 'SearchResult', 'ItemIndex']
 
 # %% ../nbs/09_scorer.ipynb #5a32a572
-SMALL_BATCH = 1  # on a CPU without bf16 units only a single query (a matrix-vector product) gains from 16 bits
 GROUP = 8  # the exact pass ranks groups of this many items by their best score, then re-scores the best k groups' items
 GROUPED_FROM = 1 << 22  # scores per query block from which groups pay (measured on 2 CPU cores); below, a top-k per step
 
@@ -48,10 +48,11 @@ class ItemIndex:
         ids: list[str],             # item ids, one per row of `vectors`
         device: str | torch.device | None = None,  # where to keep the items and score; None: the `device` setting
         chunk_size: int = 4096,     # items scored per step (smaller batches get proportionally larger steps)
-        max_scores: int = 1 << 21,  # most scores held in memory at once (queries in a block × items in a step): 8 MB
-                                    # blocks measured fastest on a 2-core CPU (the scores stay in cache for the top-k)
+        max_scores: int = 1 << 21,  # most scores held at once (queries in a block × items in a step) by the fixed rule: 8 MB,
+                                    # measured fastest on a 2-core CPU; a measured `Plan` (`recnb.tuning`) has its own blocks
         precision: str = "auto",    # first pass: 'fp32' (one exact pass), 'bf16' or 'fp16' (16-bit pass + exact fp32
-                                    # re-score), or 'auto' (bf16 where fast, else fp16 for a single query, else fp32)
+                                    # re-score), or 'auto' (the 16-bit copy bf16 where fast, else fp16; see `recnb.tuning`)
+        autotune: bool = True,      # calibrate (`recnb.tuning.calibrate`) before the first search of a catalog of ≥ TUNE_FROM items
     ):
         vectors = torch.as_tensor(vectors)
         if vectors.ndim != 2: raise ValueError(f"vectors must be a (n_items, d) matrix, got shape {tuple(vectors.shape)}")
@@ -74,6 +75,7 @@ class ItemIndex:
         self.vectors_low = (self.vectors * self.low_scale).to(self.low_dtype) if precision != "fp32" else None
         self.epsilon, self.eta, self.zeta = error_bound(self.dim, self.low_dtype)
         self.fallbacks = 0  # queries whose 16-bit candidates could not be proven sufficient (re-done exactly)
+        self.autotune, self.plan, self.plan_fingerprint, self.timings, self.tune_seconds = bool(autotune), None, None, {}, None
 
     def __len__(self): return self.vectors.shape[0]
     @property
@@ -87,9 +89,9 @@ class ItemIndex:
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"query vectors must have shape (n_queries, {self.dim}) to match the items, got {tuple(queries.shape)}")
         if not queries.is_floating_point(): raise ValueError(f"query vectors must be floating point, got {queries.dtype}")
-        queries = queries.to(self.device, torch.float32).contiguous()
+        # checked where they are (the encoder's are on the CPU), so that a GPU index does not wait for the check
         if not bool(torch.isfinite(queries).all()): raise ValueError("query vectors contain NaN or inf")
-        return queries
+        return queries.to(self.device, torch.float32).contiguous()
 
     def _exclusions(self, exclude, first: int, count: int):
         "For queries first..first+count: (sorted catalog positions as numpy, rows, positions on device), or None."
@@ -113,9 +115,9 @@ class ItemIndex:
         lo, hi = np.searchsorted(sorted_positions, [start, stop])
         if hi > lo: scores[rows[lo:hi], positions[lo:hi] - start] = -math.inf
 
-    def _steps(self, n_queries: int):
-        "Catalog slices (start, stop) sized so that n_queries × items per step stays within `max_scores` (a multiple of GROUP)."
-        step = max(self.chunk_size, self.max_scores // max(n_queries, 1))
+    def _steps(self, n_queries: int, plan: Plan):
+        "Catalog slices (start, stop) sized so that n_queries × items per step stays within the plan's `max_scores` (a multiple of GROUP)."
+        step = max(plan.chunk_size, plan.max_scores // max(n_queries, 1))
         step = min(len(self), -(-step // GROUP) * GROUP)
         return [(start, min(start + step, len(self))) for start in range(0, len(self), step)], step
 
@@ -126,16 +128,25 @@ class ItemIndex:
         top = scores.topk(min(k, scores.shape[1]), dim=1)
         return [top.values], [positions.gather(1, top.indices)]
 
+# %% ../nbs/09_scorer.ipynb #15417070
+@patch
+def _top_plain(self: ItemIndex, queries: torch.Tensor, k: int, excluded, plan: Plan):
+    "Exact fp32 top-k the plain way: the block's scores against the whole catalog in one matmul, then one top-k."
+    scores = torch.mm(queries, self.vectors.T)
+    self._mask(scores, excluded, 0, len(self))
+    top = scores.topk(k, dim=1)
+    return top.values, top.indices
+
 # %% ../nbs/09_scorer.ipynb #a023677c
 @patch
-def _top_exact(self: ItemIndex, queries: torch.Tensor, k: int, excluded):
+def _top_exact(self: ItemIndex, queries: torch.Tensor, k: int, excluded, plan: Plan):
     "Exact fp32 top-k: one matmul per catalog step; the k best groups by their maximum, their items re-scored."
-    steps, step = self._steps(len(queries))
+    steps, step = self._steps(len(queries), plan)
     if k * GROUP * 8 > len(self) or len(queries) * len(self) < GROUPED_FROM:
         return self._top_per_step(queries, self.vectors, k, excluded, steps, step)
     n_q, width = len(queries), -(-step // GROUP)         # width: groups per step
     buffer = torch.empty(n_q * width * GROUP, device=self.device)
-    per_segment = max(1, self.max_scores // (n_q * width))  # steps whose group maxima are ranked together
+    per_segment = max(1, plan.max_scores // (n_q * width))  # steps whose group maxima are ranked together
     maxima = torch.empty(n_q, per_segment * width, device=self.device)
     kept_values, kept_groups = [], []
     for first in range(0, len(steps), per_segment):
@@ -192,10 +203,10 @@ def _exact_scores(self: ItemIndex, queries: torch.Tensor, positions: torch.Tenso
 
 # %% ../nbs/09_scorer.ipynb #448927ed
 @patch
-def _top_two_pass(self: ItemIndex, queries: torch.Tensor, k: int, excluded):
+def _top_two_pass(self: ItemIndex, queries: torch.Tensor, k: int, excluded, plan: Plan):
     "16-bit first pass keeping a provably sufficient candidate set, exact fp32 re-score; exact fallback per query."
     n_candidates = min(len(self), 2 * k + 256)
-    steps, step = self._steps(len(queries))
+    steps, step = self._steps(len(queries), plan)
     query_norms = queries.norm(dim=1)
     query_scale = 1.0 if self.low_dtype == torch.bfloat16 else power_of_two_scale(float(query_norms.max()))
     low = (queries * query_scale).to(self.low_dtype)
@@ -225,16 +236,21 @@ def _top_two_pass(self: ItemIndex, queries: torch.Tensor, k: int, excluded):
             keep = renumber[rows] >= 0
             if bool(keep.any()):
                 redo_excluded = (sorted_positions[keep.cpu().numpy()], renumber[rows[keep]], positions_ex[keep])
-        scores[redo], positions[redo] = self._top_exact(queries[redo], k, redo_excluded)
+        scores[redo], positions[redo] = self._top_exact(queries[redo], k, redo_excluded, replace(plan, method="exact"))
     return scores, positions
 
-# %% ../nbs/09_scorer.ipynb #27907391
+# %% ../nbs/09_scorer.ipynb #5d529d45
 @patch
-def two_pass(self: ItemIndex, n_queries: int) -> bool:
-    "Whether a batch of `n_queries` takes the 16-bit first pass (else one exact fp32 pass)."
-    if self.precision != "auto": return self.precision != "fp32"
-    # a few queries read the whole catalog per query: memory-bound, so half the bytes wins even without 16-bit units
-    return native_bf16(self.device) or n_queries <= SMALL_BATCH
+def _search(self: ItemIndex, queries: torch.Tensor, width: int, exclude, plan: Plan):
+    "(scores, positions) on the device for the top `width` of each query, scored as `plan` says."
+    plan = bounded(plan, self.device)
+    top = {"plain": self._top_plain, "exact": self._top_exact, "two_pass": self._top_two_pass}[plan.method]
+    block = max(1, plan.max_scores // (max(len(self), 1) if plan.method == "plain" else plan.chunk_size))
+    with exact_sums(self.device), torch.no_grad():
+        parts = [top(queries[first:first + block], width, self._exclusions(exclude, first, block), plan)
+                 for first in range(0, len(queries) if width else 0, block)]
+    if not parts: return torch.empty(len(queries), width, device=self.device), torch.empty(len(queries), width, dtype=torch.int64, device=self.device)
+    return parts[0] if len(parts) == 1 else tuple(torch.cat(x) for x in zip(*parts))
 
 # %% ../nbs/09_scorer.ipynb #408075ac
 @patch
@@ -250,14 +266,8 @@ def search(
     if exclude is not None and len(exclude) != len(queries):
         raise ValueError(f"exclude has {len(exclude)} lists for {len(queries)} queries: pass one list (maybe empty) per query")
     width = min(int(k), len(self))
-    scores = torch.full((len(queries), width), -math.inf, device=self.device)
-    positions = torch.full((len(queries), width), -1, dtype=torch.int64, device=self.device)
-    block = max(1, self.max_scores // self.chunk_size)
-    with exact_16bit_sums(self.device), torch.inference_mode():
-        for first in range(0, len(queries) if width else 0, block):
-            part = queries[first:first + block]
-            top = self._top_two_pass if self.two_pass(len(part)) else self._top_exact
-            scores[first:first + len(part)], positions[first:first + len(part)] = top(part, width, self._exclusions(exclude, first, len(part)))
+    calibrate(self, k=width)
+    scores, positions = self._search(queries, width, exclude, plan_for(self, len(queries)))
     scores, positions = scores.cpu(), positions.cpu()
     positions[torch.isneginf(scores)] = -1
     ids = [[self.ids[p] for p in row if p >= 0] for row in positions.tolist()]
@@ -268,6 +278,9 @@ def search(
 def rankings(self: ItemIndex, query_vectors, k: int = 10, exclude: list[list[str]] | None = None) -> list[list[str]]:
     "Just the ranked item ids of `search`."
     return self.search(query_vectors, k, exclude).ids
+
+# %% ../nbs/09_scorer.ipynb #ac86228c
+ItemIndex.tune, ItemIndex.calibrate, ItemIndex.plan_for, ItemIndex.candidates = tune, calibrate, plan_for, candidates
 
 # %% ../nbs/09_scorer.ipynb #ff65c757
 @patch(cls_method=True)
@@ -291,6 +304,7 @@ def save(self: ItemIndex, directory: str | Path) -> Path:
     (directory / "ids.json").write_text(json.dumps(self.ids))
     meta = dict(format="recnb.ItemIndex", version=1, n_items=len(self), dim=self.dim,
                 chunk_size=self.chunk_size, max_scores=self.max_scores, precision=self.precision)
+    if self.plan: meta["plan"] = plan_record(self)
     (directory / "index.json").write_text(json.dumps(meta, indent=1))
     return directory
 
@@ -304,4 +318,6 @@ def load(cls: ItemIndex, directory: str | Path, device: str | torch.device | Non
     meta = json.loads((directory / "index.json").read_text())
     if meta.get("format") != "recnb.ItemIndex": raise ValueError(f"{directory / 'index.json'} is not an ItemIndex description")
     settings = {k: meta[k] for k in ("chunk_size", "max_scores", "precision") if k in meta} | kw
-    return cls(load_file(str(directory / "vectors.safetensors"))["vectors"], json.loads((directory / "ids.json").read_text()), device=device, **settings)
+    index = cls(load_file(str(directory / "vectors.safetensors"))["vectors"], json.loads((directory / "ids.json").read_text()), device=device, **settings)
+    restore_plan(index, meta.get("plan"))
+    return index

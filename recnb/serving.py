@@ -16,15 +16,17 @@ from .data import Catalog
 from .evaluate import model_rankers
 
 # %% auto #0
-__all__ = ['MAX_K', 'MAX_QUERY_CHARS', 'MAX_HISTORY', 'MAX_ITEM_ID_CHARS', 'Query', 'TopK', 'ItemId', 'History', 'OPEN_PATHS',
-           'Hit', 'Answer', 'Ranked', 'RequestError', 'error_body', 'ErrorBodyMiddleware', 'ApiKeyMiddleware',
-           'PackagedModel', 'rank_queries', 'QueryBatcher', 'check_items', 'recommend', 'similar', 'hits']
+__all__ = ['MAX_K', 'MAX_QUERY_CHARS', 'MAX_HISTORY', 'MAX_ITEM_ID_CHARS', 'SERVED_BATCHES', 'Query', 'TopK', 'ItemId', 'History',
+           'OPEN_PATHS', 'Hit', 'Answer', 'Ranked', 'RequestError', 'error_body', 'ErrorBodyMiddleware',
+           'ApiKeyMiddleware', 'PackagedModel', 'rank_queries', 'QueryBatcher', 'check_items', 'recommend', 'similar',
+           'hits']
 
 # %% ../nbs/19_serving.ipynb #a80db0d8
 MAX_K = 100              # most items one answer returns
 MAX_QUERY_CHARS = 1000   # longest query accepted (the encoder reads its first 128 tokens)
 MAX_HISTORY = 200        # most items in one shopper's history
 MAX_ITEM_ID_CHARS = 200  # longest item id accepted
+SERVED_BATCHES = (1, 64)  # the batch sizes a service scores (one query; `QueryBatcher`'s and /search_batch's batches)
 
 Query = Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=MAX_QUERY_CHARS)]
 TopK = Annotated[int, Field(strict=True, ge=1, le=MAX_K, description=f"items to return, 1 to {MAX_K}")]
@@ -142,6 +144,8 @@ class PackagedModel:
         self.tag = tag or self.info["tag"]
         self.encoder = Encoder(self.path / "model", device=device)
         self.index = ItemIndex.load(self.path / "index", device=self.encoder.device)
+        self.calibration_s = self.index.calibrate(SERVED_BATCHES, k=MAX_K)  # now, not inside the first request
+        if self.calibration_s: print(f"recnb: scorer calibrated in {self.calibration_s:.2f} s for {len(self.index):,} items on {self.index.device}", flush=True)
         table = pd.read_parquet(self.path / "catalog.parquet")
         self.titles = table["title"].astype(str).tolist()
         self.position = {item: p for p, item in enumerate(table["item_id"].astype(str))}
@@ -164,7 +168,9 @@ class PackagedModel:
         return {"tag": self.tag, "task": self.info["task"], "ranker": self.info["ranker"], "dataset": self.info["dataset"],
                 "run": self.info["run"], "sweep": self.info["sweep"], "items": len(self), "device": str(self.encoder.device),
                 "metrics": self.info["metrics"], "limits": {"max_k": MAX_K, "max_query_chars": MAX_QUERY_CHARS,
-                                                            "max_history": MAX_HISTORY}}
+                                                            "max_history": MAX_HISTORY},
+                "scorer": {"calibration_s": round(self.calibration_s, 3),
+                           "plans": {str(b): p.method for b, p in (self.index.plan or {}).items()} or "fixed rule (a small catalog)"}}
 
 # %% ../nbs/19_serving.ipynb #3ba06a24
 def rank_queries(

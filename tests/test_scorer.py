@@ -1,9 +1,12 @@
-"ItemIndex: exact top-k against a numpy brute force, exclusions, save/load, bad input, a real catalog."
+"ItemIndex: exact top-k against a numpy brute force and plain torch for every plan, exclusions, ties, calibration, save/load, bad input, a real catalog."
+import json
 import numpy as np
 import pytest
 import torch
-import recnb.scorer
-from recnb.scorer import ItemIndex, error_bound, power_of_two_scale
+import recnb.scorer, recnb.tuning
+from recnb.precision import error_bound, exact_sums, power_of_two_scale
+from recnb.scorer import ItemIndex
+from recnb.tuning import Plan, bounded, candidates, device_fingerprint
 
 
 @pytest.fixture(params=["groups", "per-step"])
@@ -49,8 +52,8 @@ def unit(rng, n, d):
 def test_exact_against_numpy(precision, n_items, d, exact_pass):
     rng = np.random.default_rng(n_items)
     items = unit(rng, n_items, d)
-    index = ItemIndex(torch.from_numpy(items), [f"i{j}" for j in range(n_items)], device="cpu",
-                      chunk_size=1000, max_scores=1000 * 50, precision=precision)  # several steps, the last one partial
+    index = ItemIndex(torch.from_numpy(items), [f"i{j}" for j in range(n_items)], device="cpu", autotune=False,
+                      chunk_size=1000, max_scores=1000 * 50, precision=precision)  # the fixed rule; several steps, the last one partial
     big = n_items > 5000
     for n_queries in (1, 64) if big else (1, 3, 64, 130):
         queries = rng.standard_normal((n_queries, d)).astype(np.float32)
@@ -188,16 +191,183 @@ def test_device_setting_governs_the_index(monkeypatch):
     assert ItemIndex(vectors, ["a", "b", "c"], device="cpu").device == torch.device("cpu")
 
 
+def plain_torch(items, queries, k, exclude_positions=None, device="cpu"):
+    "The reference every plan must match: fp32 `q @ V.T` (no TF32), excluded items at -inf, `topk`."
+    with exact_sums(device):
+        scores = torch.as_tensor(queries, device=device) @ torch.as_tensor(items, device=device).T
+    for row, positions in enumerate(exclude_positions or []): scores[row, torch.as_tensor(positions, dtype=torch.int64)] = -np.inf
+    top = scores.topk(k, dim=1)
+    return torch.return_types.topk((top.values.cpu(), top.indices.cpu()))
+
+
+def every_plan(index):
+    "The candidates `tune` would time, plus small blocks that force several query blocks and catalog steps."
+    small = [Plan("plain", 512, 3 * len(index)), Plan("exact", 512, 512 * 8)]
+    if index.vectors_low is not None: small.append(Plan("two_pass", 512, 512 * 8))
+    return candidates(index) + small
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16", "fp16"])
+def test_every_plan_matches_plain_torch(precision, exact_pass):
+    "Whichever plan calibration picks, the ids and scores are plain torch's: random data with exclusions, k past the catalog."
+    rng = np.random.default_rng(11)
+    items = unit(rng, 3001, 48)
+    ids = [f"i{j}" for j in range(3001)]
+    index = ItemIndex(torch.from_numpy(items), ids, device="cpu", precision=precision, autotune=False)
+    queries = unit(rng, 70, 48)
+    best = np.argsort(-(queries @ items.T), axis=1)[:, :4]  # also leave out each query's best items
+    left_out = [np.union1d(rng.choice(3001, size=int(rng.integers(0, 30)), replace=False), top) for top in best]
+    exclude = [[ids[p] for p in row] for row in left_out]
+    for plan in every_plan(index):
+        for n_queries, k in ((1, 10), (7, 1), (70, 10), (2, 3001), (3, 5000)):
+            want = plain_torch(items, queries[:n_queries], min(k, 3001), left_out[:n_queries])
+            index.plan = {1: plan}  # every batch takes this plan
+            found = index.search(queries[:n_queries], k, exclude=exclude[:n_queries])
+            real = torch.isfinite(want.values)
+            head = (slice(None), slice(0, 10))  # deep in a full ranking, fp32 scores 1e-7 apart may swap: scores there
+            assert torch.equal(found.indices[head][real[head]], want.indices[head][real[head]]), (plan, n_queries, k)
+            assert torch.allclose(found.scores[real], want.values[real], atol=1e-6) and (found.indices[~real] == -1).all()
+    assert index.fallbacks == 0
+
+
+def test_every_plan_handles_ties():
+    "Duplicated items and integer scores tie exactly: every plan returns tied items in some order, with the right scores."
+    rng = np.random.default_rng(12)
+    base = rng.integers(-2, 3, size=(400, 16)).astype(np.float32)
+    items = np.concatenate([base, base, base[:137]])  # every score appears at least twice
+    ids = [str(j) for j in range(len(items))]
+    queries = rng.integers(-2, 3, size=(20, 16)).astype(np.float32)
+    left_out = [rng.choice(len(items), size=5, replace=False) for _ in range(20)]
+    scores, expected = brute_force(items, queries, 25, left_out)
+    index = ItemIndex(torch.from_numpy(items), ids, device="cpu", autotune=False)
+    for plan in every_plan(index):
+        index.plan = {1: plan}
+        found = index.search(queries, 25, exclude=[[ids[p] for p in row] for row in left_out])
+        assert np.array_equal(found.scores.numpy(), np.take_along_axis(scores, expected, 1)), plan
+        assert all(not set(found.indices[row].tolist()) & set(row_out) for row, row_out in enumerate(left_out))
+
+
+def test_calibration_plans_each_batch_class_before_the_first_search(monkeypatch):
+    "A catalog from TUNE_FROM items is calibrated on its first search (one of the candidates per class), once per shape."
+    rng = np.random.default_rng(13)
+    items = unit(rng, 3000, 32)
+    ids = [str(j) for j in range(3000)]
+    monkeypatch.setattr(recnb.tuning, "PLANS", {})
+    index = ItemIndex(torch.from_numpy(items), ids, device="cpu")
+    index.search(unit(rng, 2, 32), 5)
+    assert index.plan is None  # below TUNE_FROM: the fixed rule, no calibration
+    monkeypatch.setattr(recnb.tuning, "TUNE_FROM", 3000)
+    queries = unit(rng, 40, 32)
+    found = index.search(queries, 5)
+    assert set(index.plan) == {1, 64, 1000} and all(p in candidates(index) for p in index.plan.values())
+    assert set(index.timings) == {1, 64, 1000} and all(t > 0 for times in index.timings.values() for t in times.values())
+    assert index.tune_seconds > 0 and index.plan_fingerprint == device_fingerprint("cpu")
+    assert torch.equal(found.indices, plain_torch(items, queries, 5).indices)
+    same_shape = ItemIndex(torch.from_numpy(items[::-1].copy()), ids, device="cpu")
+    assert same_shape.calibrate() == 0.0 and same_shape.plan == index.plan  # measured once in this process
+    off = ItemIndex(torch.from_numpy(items), ids, device="cpu", autotune=False)
+    off.search(queries, 5)
+    assert off.plan is None
+
+
+def test_calibration_is_light(monkeypatch):
+    "Every timed run scores at most about TUNE_SCORES pairs, and each class keeps at least LARGE_BATCH of its queries."
+    rng = np.random.default_rng(16)
+    n = 30_000
+    index = ItemIndex(torch.from_numpy(unit(rng, n, 16)), [str(j) for j in range(n)], device="cpu")
+    runs, timed = [], recnb.tuning._time
+    def counted(part, plan, batches, k):
+        runs.append((len(part), batches.shape[0], batches.shape[1]))
+        return timed(part, plan, batches, k)
+    monkeypatch.setattr(recnb.tuning, "_time", counted)
+    index.tune(k=100)
+    budget = recnb.tuning.TUNE_SCORES["cpu"]
+    assert all(items * searches * queries <= budget for items, searches, queries in runs)
+    assert max(queries for _, _, queries in runs) == budget // n  # 1,000 queries timed as 559, on the whole catalog
+    assert len(runs) <= 3 * len(candidates(index)) * 3  # three classes; on a CPU a first and at most two full runs each
+
+
+def test_saved_plan_is_used_only_on_the_same_device(tmp_path):
+    "A plan saved with the index is loaded back when the fingerprint and precision match, and ignored otherwise."
+    rng = np.random.default_rng(14)
+    index = ItemIndex(torch.from_numpy(unit(rng, 500, 16)), [str(j) for j in range(500)], device="cpu")
+    index.tune(batch_sizes=(1, 64), repeats=1)
+    index.save(tmp_path / "index")
+    meta = json.loads((tmp_path / "index" / "index.json").read_text())
+    assert meta["plan"]["fingerprint"] == device_fingerprint("cpu") == index.plan_fingerprint
+    again = ItemIndex.load(tmp_path / "index", device="cpu")
+    assert again.plan == index.plan and again.plan_fingerprint == index.plan_fingerprint
+    assert ItemIndex.load(tmp_path / "index", device="cpu", precision="fp32").plan is None  # other candidates
+    meta["plan"]["fingerprint"] = "cuda NVIDIA H100 80GB HBM3, torch 2.13.0"
+    (tmp_path / "index" / "index.json").write_text(json.dumps(meta))
+    assert ItemIndex.load(tmp_path / "index", device="cpu").plan is None
+    threads = torch.get_num_threads()
+    try:  # the same CPU with another thread count is another device for timing
+        torch.set_num_threads(threads + 1)
+        assert device_fingerprint("cpu") != index.plan_fingerprint
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(ValueError, match="one of"): Plan("fastest", 1, 1)
+
+
+def test_exact_sums_restores_what_the_program_set():
+    "TF32 and reduced 16-bit sums are off inside a CUDA search, restored after (also nested), untouched for a CPU search."
+    matmul = torch.backends.cuda.matmul
+    flag, exact = exact_sums.tf32_switch()
+    saved = {name: getattr(matmul, name) for name in (*exact_sums.reductions, flag)}
+    try:
+        setattr(matmul, flag, "tf32" if flag == "fp32_precision" else True)
+        for name in exact_sums.reductions: setattr(matmul, name, True)
+        with exact_sums("cpu"): assert getattr(matmul, flag) in ("tf32", True)
+        with exact_sums("cuda"), exact_sums("cuda"):
+            assert getattr(matmul, flag) == exact and not any(getattr(matmul, n) for n in exact_sums.reductions)
+        assert getattr(matmul, flag) in ("tf32", True) and all(getattr(matmul, n) for n in exact_sums.reductions)
+    finally:
+        for name, value in saved.items(): setattr(matmul, name, value)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("batch", [1, 64, 1000])
 def test_scorer_on_cuda_equals_plain_torch(batch):
-    "On the GPU (bf16 first pass, blocks sized for the device) the ids are plain torch's fp32 matmul + top-k's."
+    "On the GPU, uncalibrated (the fixed rule: bf16 first pass, blocks sized for the device), the ids are plain torch's."
     g = torch.Generator().manual_seed(batch)
     items = torch.nn.functional.normalize(torch.randn(200_000, 384, generator=g), dim=1)
     queries = torch.nn.functional.normalize(torch.randn(batch, 384, generator=g), dim=1)
-    index = ItemIndex(items, [str(i) for i in range(len(items))], device="cuda")
+    index = ItemIndex(items, [str(i) for i in range(len(items))], device="cuda", autotune=False)
     found = index.search(queries.cuda(), k=10)
-    plain = (queries.cuda() @ items.cuda().T).topk(10, dim=1)
+    plain = plain_torch(items, queries, 10, device="cuda")
     assert found.indices.cpu().tolist() == plain.indices.cpu().tolist()
     assert torch.allclose(found.scores.cpu(), plain.values.cpu(), atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tuned_cuda_index_equals_plain_torch():
+    "On a GPU: a calibrated index, and every candidate, gives plain torch's ids at batch 1, 64 and 1,000; blocks fit free memory."
+    rng = np.random.default_rng(15)
+    items = unit(rng, 300_000, 384)
+    index = ItemIndex(torch.from_numpy(items), [str(j) for j in range(len(items))], device="cuda")
+    index.tune()
+    assert set(index.plan) == {1, 64, 1000} and index.plan_fingerprint.startswith("cuda ") and index.tune_seconds < 30
+    free = torch.cuda.mem_get_info()[0]
+    assert bounded(Plan("plain", 4096, 1 << 62), index.device).max_scores <= free // 16
+    for batch in (1, 64, 1000):
+        queries = unit(rng, batch, 384)
+        want = plain_torch(items, queries, 10, device="cuda")
+        found = index.search(torch.from_numpy(queries).cuda(), 10)
+        assert found.indices.tolist() == want.indices.tolist(), (batch, index.plan_for(batch))
+        assert torch.allclose(found.scores, want.values, atol=1e-5)
+        for plan in every_plan(index):
+            assert torch.equal(index._search(torch.from_numpy(queries).cuda(), 10, None, plan)[1].cpu(), want.indices), (batch, plan)
+    assert index.fallbacks == 0
+    flag, exact = exact_sums.tf32_switch()
+    saved = getattr(torch.backends.cuda.matmul, flag)
+    try:  # a program that turned TF32 on (as training scripts do) still gets fp32's ranking from every plan
+        setattr(torch.backends.cuda.matmul, flag, "tf32" if flag == "fp32_precision" else True)
+        for plan in every_plan(index):
+            index.plan = {1: plan}
+            assert torch.equal(index.search(torch.from_numpy(queries).cuda(), 10).indices, want.indices), plan
+        assert getattr(torch.backends.cuda.matmul, flag) in ("tf32", True)  # and TF32 is back on after the search
+    finally:
+        setattr(torch.backends.cuda.matmul, flag, saved)
