@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 import pytorch_lightning as pl
 from transformers import AutoTokenizer
-from .config import write_json
+from .config import native_bf16, write_json
 from .data import RecData, SearchData, history_text
 from .encoder import Encoder, load_pretrained
 from .pairs import RetrievalDataModule
@@ -154,7 +154,9 @@ def fit(
     n_pairs = len(datamodule.train_set)
     if n_pairs == 0: raise ValueError("no training examples: check min_positive_gain and the train split")
     cuda = torch.cuda.is_available() and t.accelerator in ("auto", "gpu", "cuda")
-    precision = ("bf16-mixed" if cuda else "32-true") if t.precision == "auto" else t.precision
+    if t.precision != "auto": precision = t.precision
+    elif native_bf16(torch.device("cuda" if cuda else "cpu")): precision = "bf16-mixed"
+    else: precision = "16-mixed" if cuda else "32-true"
     ckpt_dir = out_dir / "checkpoints"
     # under strategy="ddp" Lightning runs the calling script again for every other process, which reaches this line
     # while rank 0 waits for it: only rank 0 prepares out_dir, the others read what it found

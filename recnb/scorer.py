@@ -65,6 +65,7 @@ class ItemIndex:
         self.vectors = vectors.to(self.device, torch.float32).contiguous()
         if not bool(torch.isfinite(self.vectors).all()): raise ValueError("vectors contain NaN or inf")
         self.ids = [str(i) for i in ids]
+        self._id_array = np.array(self.ids, dtype=object)  # positions → ids in one indexing step
         self.chunk_size, self.max_scores, self.precision = int(chunk_size), int(max_scores), precision
         self._position = {item_id: i for i, item_id in enumerate(self.ids)}
         self.max_norm = float(self.vectors.norm(dim=1).max()) if len(self) else 0.0
@@ -270,7 +271,8 @@ def search(
     scores, positions = self._search(queries, width, exclude, plan_for(self, len(queries)))
     scores, positions = scores.cpu(), positions.cpu()
     positions[torch.isneginf(scores)] = -1
-    ids = [[self.ids[p] for p in row if p >= 0] for row in positions.tolist()]
+    found = self._id_array[positions.clamp(min=0).numpy()].tolist()
+    ids = found if width == 0 or bool((positions >= 0).all()) else [[i for i, p in zip(row, pos) if p >= 0] for row, pos in zip(found, positions.tolist())]
     return SearchResult(scores, positions, ids)
 
 # %% ../nbs/09_scorer.ipynb #ded24d2d
