@@ -48,10 +48,8 @@ class ItemIndex:
         ids: list[str],             # item ids, one per row of `vectors`
         device: str | torch.device | None = None,  # where to keep the items and score; None: the `device` setting
         chunk_size: int = 4096,     # items scored per step (smaller batches get proportionally larger steps)
-        max_scores: int = 1 << 21,  # most scores held at once (queries in a block × items in a step) by the fixed rule: 8 MB,
-                                    # measured fastest on a 2-core CPU; a measured `Plan` (`recnb.tuning`) has its own blocks
-        precision: str = "auto",    # first pass: 'fp32' (one exact pass), 'bf16' or 'fp16' (16-bit pass + exact fp32
-                                    # re-score), or 'auto' (the 16-bit copy bf16 where fast, else fp16; see `recnb.tuning`)
+        max_scores: int = 1 << 21,  # scores held at once by the fixed rule (8 MB: fastest on 2 CPU cores); a `Plan` has its own
+        precision: str = "auto",    # first pass: 'fp32' (exact only), 'bf16'/'fp16' (+ exact re-score), 'auto' (see `recnb.tuning`)
         autotune: bool = True,      # calibrate (`recnb.tuning.calibrate`) before the first search of a catalog of ≥ TUNE_FROM items
     ):
         vectors = torch.as_tensor(vectors)
@@ -188,8 +186,15 @@ def _top_per_step(self: ItemIndex, queries: torch.Tensor, vectors: torch.Tensor,
     for start, stop in steps:
         scores = torch.mm(queries, vectors[start:stop].T, out=buffer[: len(queries) * (stop - start)].view(len(queries), stop - start))
         self._mask(scores, excluded, start, stop)
-        top = scores.topk(min(k, stop - start), dim=1)
-        kept_scores.append(top.values); kept_positions.append(top.indices + start)
+        if len(queries) * (stop - start) >= GROUPED_FROM and (stop - start) % GROUP == 0 and stop - start >= GROUP * 2 * k:
+            # the k best lie in the k groups (items j, j + stride, …) with the best maxima: one outside has k better
+            stride = (stop - start) // GROUP
+            groups = scores.view(len(queries), GROUP, stride).amax(1).topk(k, dim=1).indices
+            members = (groups.unsqueeze(2) + stride * torch.arange(GROUP, device=self.device)).flatten(1)
+            top = scores.gather(1, members).topk(k, dim=1)
+            values, positions = top.values, members.gather(1, top.indices)
+        else: values, positions = scores.topk(min(k, stop - start), dim=1)
+        kept_scores.append(values); kept_positions.append(positions + start)
         if len(kept_scores) == 32: kept_scores, kept_positions = self._merge(kept_scores, kept_positions, k)
     return [t[0] for t in self._merge(kept_scores, kept_positions, k)]
 

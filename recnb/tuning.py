@@ -12,7 +12,7 @@ from .config import native_bf16
 
 # %% auto #0
 __all__ = ['METHODS', 'PLAIN_BLOCKS', 'STEPPED_BLOCKS', 'BATCH_CLASSES', 'SMALL_BATCH', 'TUNE_SCORES', 'TUNE_ITEMS',
-           'TUNE_QUERIES', 'LARGE_BATCH', 'PRUNE', 'RETIME', 'PLAIN_MARGIN', 'PLANS', 'TUNE_FROM', 'Plan',
+           'TUNE_QUERIES', 'LARGE_BATCH', 'PRUNE', 'RETIME', 'MARGIN', 'PLANS', 'TUNE_FROM', 'Plan',
            'device_fingerprint', 'fixed_plan', 'plan_for', 'bounded', 'candidates', 'tune', 'calibrate', 'plan_record',
            'restore_plan']
 
@@ -84,7 +84,7 @@ TUNE_QUERIES = 4      # and at least this many queries (a batch of one: four sea
 LARGE_BATCH = 256     # and at least this many of a larger batch's queries
 PRUNE = 3             # candidates this many times slower than the best in the first run are not timed further
 RETIME = 1.5          # nor, after a full run, those this many times slower than the best
-PLAIN_MARGIN = 0.9    # another plan replaces plain matmul + top-k only if it takes at most this share of its time
+MARGIN = 0.9          # a more involved method replaces a simpler one only if it takes at most this share of its time
 PLANS: dict = {}      # plans measured in this process, by `_shape`: a fresh index of the same shape reuses them
 
 def _shape(index) -> tuple:
@@ -135,9 +135,11 @@ def tune(
             for c in timed: times[c].append(_time(probe, c, queries, k))
             best = {c: min(t) for c, t in times.items()}
             timed = [c for c in timed if best[c] <= RETIME * min(best.values())]
-        fastest = min(best, key=best.get)
-        plain = min((c for c in best if c.method == "plain"), key=best.get, default=None)
-        plans[batch] = plain if plain and best[fastest] > PLAIN_MARGIN * best[plain] else fastest
+        choice = None
+        for method in METHODS:  # simplest first: a more involved pass must win clearly, not by the timing's noise
+            fastest = min((c for c in best if c.method == method), key=best.get, default=None)
+            if fastest and (choice is None or best[fastest] <= MARGIN * best[choice]): choice = fastest
+        plans[batch] = choice
         index.timings[batch] = {c: t / (rounds * size) * len(index) / max(n_items, 1) * 1e3 for c, t in best.items()}
     index.plan, index.plan_fingerprint = plans, device_fingerprint(index.device)
     index.tune_seconds = time.perf_counter() - start

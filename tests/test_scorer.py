@@ -371,3 +371,20 @@ def test_tuned_cuda_index_equals_plain_torch():
         assert getattr(torch.backends.cuda.matmul, flag) in ("tf32", True)  # and TF32 is back on after the search
     finally:
         setattr(torch.backends.cuda.matmul, flag, saved)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_grouped_first_pass_matches_plain_torch(precision, monkeypatch):
+    "Blocks of at least GROUPED_FROM scores pick each step's candidates inside its best groups: still plain torch's ids."
+    rng = np.random.default_rng(13)
+    items, queries = unit(rng, 40_000, 32), unit(rng, 300, 32)
+    ids = [str(j) for j in range(len(items))]
+    left_out = [rng.choice(len(items), size=20, replace=False) for _ in range(len(queries))]
+    index = ItemIndex(torch.from_numpy(items), ids, device="cpu", precision=precision, autotune=False)
+    group_maxima, amax = [], torch.Tensor.amax
+    monkeypatch.setattr(torch.Tensor, "amax", lambda self, *a, **kw: group_maxima.append(self.shape) or amax(self, *a, **kw))
+    for plan in (Plan("two_pass", 16_384, 1 << 25), Plan("two_pass", 20_000, 300 * 20_000)):  # one step, two steps
+        index.plan = {1: plan}
+        found = index.search(queries, 10, exclude=[[ids[p] for p in row] for row in left_out])
+        assert torch.equal(found.indices, plain_torch(items, queries, 10, left_out).indices), plan
+    assert len(group_maxima) == 3 and index.fallbacks == 0  # the grouped path ran once per step
