@@ -36,7 +36,6 @@ class SearchResult:
     scores: torch.Tensor    # (n_queries, k) float32, descending; -inf marks a slot with no item
     indices: torch.Tensor   # (n_queries, k) int64 catalog positions; -1 marks a slot with no item
     ids: list[list[str]]    # item ids per query, best first (only real items, so a list may be shorter than k)
-
     def __len__(self): return len(self.ids)
 
 # %% ../nbs/09_scorer.ipynb #55119ee6
@@ -88,8 +87,7 @@ class ItemIndex:
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"query vectors must have shape (n_queries, {self.dim}) to match the items, got {tuple(queries.shape)}")
         if not queries.is_floating_point(): raise ValueError(f"query vectors must be floating point, got {queries.dtype}")
-        # checked where they are (the encoder's are on the CPU), so that a GPU index does not wait for the check
-        if not bool(torch.isfinite(queries).all()): raise ValueError("query vectors contain NaN or inf")
+        if not bool(torch.isfinite(queries).all()): raise ValueError("query vectors contain NaN or inf")  # where they are: no GPU wait
         return queries.to(self.device, torch.float32).contiguous()
 
     def _exclusions(self, exclude, first: int, count: int):
@@ -221,13 +219,16 @@ def _top_two_pass(self: ItemIndex, queries: torch.Tensor, k: int, excluded, plan
     # in scaled units every item's exact score lies within e(a) = ε‖q‖M + η|a| + ζ(‖q‖ + M + 1) of its 16-bit score a
     # (M = max‖v‖), and a − e(a) grows with a, so an item can be in the exact top-k only if a + e(a) ≥ a_k − e(a_k)
     # (a_k: the k-th best 16-bit score); items left out score at most the weakest kept a_c, so the kept ones suffice
-    # when a_c + e(a_c) < a_k − e(a_k).
+    # when a_c + e(a_c) < a_k − e(a_k), and of those only the leading ones with a + e(a) ≥ a_k − e(a_k) are re-scored.
     q_norm, max_norm = query_norms * query_scale, self.max_norm * self.low_scale
     spread = self.epsilon * q_norm * max_norm + self.zeta * (q_norm + max_norm + 1)
     err = lambda a: spread + self.eta * a.abs()
     a_k, a_c = approx[:, k - 1], approx[:, -1]
     sufficient = (a_c + err(a_c) < a_k - err(a_k)) | torch.isneginf(a_c) | (n_candidates == len(self))
-    with _threads(1 if self.device.type == "cpu" and len(queries) * n_candidates * self.dim < 1 << 21 else None):
+    reach = approx + spread.unsqueeze(1) + self.eta * approx.abs() >= (a_k - err(a_k)).unsqueeze(1)  # a prefix per row
+    m = min(n_candidates, max(k, int(reach.sum(1).max())))  # the block's longest prefix
+    approx, candidates = approx[:, :m], candidates[:, :m]
+    with _threads(1 if self.device.type == "cpu" and len(queries) * m * self.dim < 1 << 21 else None):
         exact = self._exact_scores(queries, candidates).masked_fill_(torch.isneginf(approx), -math.inf)
         top = exact.topk(k, dim=1)
         scores, positions = top.values, candidates.gather(1, top.indices)
@@ -240,8 +241,7 @@ def _top_two_pass(self: ItemIndex, queries: torch.Tensor, k: int, excluded, plan
             renumber = torch.full((len(queries),), -1, dtype=torch.int64, device=self.device)
             renumber[redo] = torch.arange(len(redo), device=self.device)
             keep = renumber[rows] >= 0
-            if bool(keep.any()):
-                redo_excluded = (sorted_positions[keep.cpu().numpy()], renumber[rows[keep]], positions_ex[keep])
+            if bool(keep.any()): redo_excluded = (sorted_positions[keep.cpu().numpy()], renumber[rows[keep]], positions_ex[keep])
         scores[redo], positions[redo] = self._top_exact(queries[redo], k, redo_excluded, replace(plan, method="exact"))
     return scores, positions
 
