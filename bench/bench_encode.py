@@ -6,12 +6,13 @@ Usage: python bench/bench_encode.py [--n 5000] [--rounds 3] [--batch-sizes 64,25
 On a GPU, sentence-transformers runs in fp32 and under bf16 autocast, recnb in fp32 and bf16.
 """
 from __future__ import annotations
-import argparse, os, platform, random, statistics, subprocess, time
+import argparse, os, random, statistics, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from recnb.datasets import load_dataset
 from recnb.encoder import Encoder, resolve_model
+from machine import cpu_name
 
 
 def texts_per_second(encode, texts) -> tuple[float, torch.Tensor]:
@@ -42,8 +43,7 @@ def main():
     auto = Encoder(path, device=device, precision="auto")
     st = SentenceTransformer(path, device=str(device))
     st.max_seq_length = fp32.max_length  # same truncation for both (titles are far shorter anyway)
-    cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-                if l.startswith("Model name")), platform.processor())
+    cpu = cpu_name()
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  CPU: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
           f"capability {torch.backends.cpu.get_cpu_capability()}"
           + (f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))

@@ -8,12 +8,13 @@ plain torch run on `--device`; faiss (faiss-cpu, optional: skipped when it is no
 Ids are compared per query with plain torch's (the same ordered top k), faiss's (same order) and numpy's (same set).
 """
 from __future__ import annotations
-import argparse, json, os, subprocess, time
+import argparse, json, os, time
 from dataclasses import asdict
 import numpy as np
 import torch
 from recnb.precision import exact_sums
 from recnb.scorer import ItemIndex
+from machine import cpu_name
 
 try: import faiss
 except ImportError: faiss = None
@@ -42,14 +43,6 @@ def plain_torch_top_k(items: torch.Tensor, queries: torch.Tensor, k: int, max_sc
     rows = max(1, max_scores // len(items))
     with exact_sums(items.device), torch.inference_mode():
         return torch.cat([(queries[f:f + rows] @ items.T).topk(k, dim=1).indices for f in range(0, len(queries), rows)]).cpu()
-
-def cpu_name() -> str:
-    "lscpu's 'Model name' (the CPUs differ between sessions)."
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, env=os.environ | {"LC_ALL": "C"}).stdout
-        return next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
 
 def machine(device: torch.device) -> dict:
     "What the numbers depend on."

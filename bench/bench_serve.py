@@ -6,10 +6,11 @@ An open-model load (fixed arrival rate: request i is sent at i/rate s whatever t
 --slo-ms, errors, or under 90 % of the offered rate answered). Each server is started, warmed and stopped by its PID.
 """
 from __future__ import annotations
-import argparse, asyncio, json, os, platform, signal, socket, subprocess, sys, time
+import argparse, asyncio, json, os, signal, socket, subprocess, sys, time
 from pathlib import Path
 import httpx
 import numpy as np
+from machine import cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,10 +20,8 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 
-def cpu_name() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    name = next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name")), platform.processor())
-    return f"{name}, {os.cpu_count()} cores"
+def machine_name() -> str:
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 class Server:
@@ -108,7 +107,7 @@ def main():
         "peer-fastapi": ([sys.executable, str(ROOT / "bench" / "peer_service.py"), stored.path], {}),
         "recnb-no-monitoring": ([sys.executable, "-m", "bentoml", "serve", "service:RecnbService", "--host", "127.0.0.1"], {"RECNB_MONITORING": "0"}),
     }
-    out = {"machine": cpu_name(), "model": str(stored.tag), "ranker": info["ranker"], "items": info["items"],
+    out = {"machine": machine_name(), "model": str(stored.tag), "ranker": info["ranker"], "items": info["items"],
            "duration_s": args.duration, "queries": len(queries), "results": {}}
     print(f"{out['machine']}; {out['model']} ({info['ranker']}, {info['items']:,} items); {args.duration:.0f} s per rate")
     log_dir = ROOT / "bench" / "out"; log_dir.mkdir(parents=True, exist_ok=True)

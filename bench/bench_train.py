@@ -17,21 +17,12 @@ zero-shot (slow on a CPU: six catalog encodings).
     python bench/bench_train.py --profile-only   # just the step profile (also runs an older recnb: PYTHONPATH=...)
 """
 from __future__ import annotations
-import argparse, json, os, platform, shutil, subprocess, sys, time
+import argparse, json, os, shutil, time
 from pathlib import Path
+from machine import cpu_name
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def cpu_name() -> str:
-    "lscpu's model name (the CPUs differ between sessions)."
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, env=os.environ | {"LC_ALL": "C"}).stdout
-        return next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def peak_memory_gb(device) -> float | None:

@@ -156,9 +156,13 @@ class Encoder:
         self.tokenizer, self.model = tokenizer, model
         return self
 
-def pooled_unit_vectors(model, tokenized: dict) -> torch.Tensor:
+def pooled_unit_vectors(
+    model,
+    tokenized: dict,  # `attention_mask`, and `input_ids` or their looked-up `inputs_embeds`
+) -> torch.Tensor:
     "Mean-pooled, L2-normalised vectors of a tokenised batch, with gradients (shared by encoding and training)."
-    hidden = model(input_ids=tokenized["input_ids"], attention_mask=tokenized["attention_mask"]).last_hidden_state
+    inputs = {key: tokenized[key] for key in ("input_ids", "inputs_embeds") if key in tokenized}
+    hidden = model(**inputs, attention_mask=tokenized["attention_mask"]).last_hidden_state
     return F.normalize(mean_pool(hidden, tokenized["attention_mask"]).float(), dim=-1)
 
 # %% ../nbs/07_encoder.ipynb #8023fccd

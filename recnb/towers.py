@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import pytorch_lightning as pl
 from transformers import get_linear_schedule_with_warmup
 from .config import atomic_path
-from .encoder import Encoder, load_pretrained, mean_pool, pooled_unit_vectors
+from .encoder import Encoder, load_pretrained, pooled_unit_vectors
 
 # %% auto #0
 __all__ = ['info_nce', 'TokenTable', 'length_buckets_for', 'bucketed_unit_vectors', 'RetrievalModule', 'fused_adamw',
@@ -77,9 +77,8 @@ def bucketed_unit_vectors(model, groups: list[dict[str, torch.Tensor]]) -> torch
     else:  # one word-embedding lookup for all groups: one vocabulary-sized gradient to fill and add, not one per group
         looked_up = model.get_input_embeddings()(torch.cat([g["input_ids"].flatten() for g in groups]))
         parts = looked_up.split([g["input_ids"].numel() for g in groups])
-        vectors = torch.cat([F.normalize(mean_pool(model(inputs_embeds=part.view(*g["input_ids"].shape, -1),
-                                                         attention_mask=g["attention_mask"]).last_hidden_state,
-                                                   g["attention_mask"]).float(), dim=-1) for g, part in zip(groups, parts)])
+        vectors = torch.cat([pooled_unit_vectors(model, {"inputs_embeds": part.view(*g["input_ids"].shape, -1),
+                                                         "attention_mask": g["attention_mask"]}) for g, part in zip(groups, parts)])
     return vectors[torch.argsort(torch.cat([g["rows"] for g in groups]))]
 
 # %% ../nbs/13_towers.ipynb #cfc17a60
