@@ -11,13 +11,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import pytorch_lightning as pl
+from fastcore.basics import patch
 from transformers import get_linear_schedule_with_warmup
 from .config import atomic_path
 from .encoder import Encoder, load_pretrained, pooled_unit_vectors
 
 # %% auto #0
-__all__ = ['info_nce', 'TokenTable', 'length_buckets_for', 'bucketed_unit_vectors', 'RetrievalModule', 'fused_adamw',
-           'encode_with', 'save_towers']
+__all__ = ['info_nce', 'TokenTable', 'least_padding_cuts', 'length_buckets_for', 'bucketed_unit_vectors', 'RetrievalModule',
+           'fused_adamw', 'encode_with', 'save_towers']
 
 # %% ../nbs/13_towers.ipynb #a039fd4b
 def info_nce(
@@ -61,11 +62,28 @@ class TokenTable:
                 "attention_mask": torch.from_numpy(inside.astype(np.int64))}
 
     def in_buckets(self, rows: Sequence[int], buckets: int = 4) -> list[dict[str, torch.Tensor]]:
-        "Texts `rows` in up to `buckets` groups sorted by length, each padded, with `rows`: its texts' places in `rows`."
+        "Texts `rows` in up to `buckets` groups of similar length, each padded, with `rows`: its texts' places in `rows`."
         rows = np.asarray(rows, dtype=np.int64)
         order = np.argsort(self.lengths[rows], kind="stable")
         return [{**self.padded(rows[part]), "rows": torch.from_numpy(part)}
-                for part in np.array_split(order, max(1, min(buckets, len(rows))))]
+                for part in np.split(order, least_padding_cuts(self.lengths[rows][order], buckets))]
+
+def least_padding_cuts(
+    lengths: np.ndarray,  # text lengths, sorted ascending
+    groups: int,          # at most this many groups
+) -> list[int]:
+    "Where to cut sorted `lengths` into groups so that padding each group to its longest adds the fewest tokens."
+    n, at = len(lengths), np.arange(len(lengths) + 1)
+    longest = lengths[np.maximum(at - 1, 0)]
+    # tokens[a, b]: texts a..b-1 padded to the longest of them, lengths[b - 1] (0 when a = b: an empty group)
+    tokens = np.where(at[:, None] <= at[None, :], (at[None, :] - at[:, None]) * longest[None, :], np.inf)
+    fewest, starts = tokens[0], []  # fewest[b]: the fewest tokens for texts 0..b-1 in the groups so far
+    for _ in range(groups - 1):  # dynamic programming: one more group, starting where the total is least
+        total = fewest[:, None] + tokens
+        starts.append(total.argmin(0)); fewest = total.min(0)
+    cuts = [n]
+    for start in reversed(starts): cuts.append(int(start[cuts[-1]]))
+    return sorted(set(cuts) - {0, n})
 
 def length_buckets_for(device: torch.device, buckets: int | None = None) -> int:
     "Groups per side of a batch: `buckets` if given, else 4 on a CPU (less padding) and 1 on a GPU (fewer kernels)."
@@ -142,8 +160,17 @@ def fused_adamw(
     precision: str = "32-true",          # the Trainer's precision
     gradient_clip: float | None = None,  # the Trainer's gradient_clip_val
 ) -> bool:
-    "Whether AdamW may be fused: on CPU or CUDA, except with gradient clipping under a mixed precision."
-    return device.type in ("cpu", "cuda") and not (str(precision).endswith("-mixed") and bool(gradient_clip))
+    "Whether AdamW may be fused: on CPU or CUDA, except with gradient clipping under a loss scaler (`16-mixed`)."
+    return device.type in ("cpu", "cuda") and not (str(precision) == "16-mixed" and bool(gradient_clip))
+
+
+@patch
+def configure_gradient_clipping(self: RetrievalModule, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+    "Clip by norm here when no loss scaler is in play, so a fused AdamW may step; otherwise Lightning clips."
+    unscaled = getattr(self.trainer.precision_plugin, "scaler", None) is None
+    if unscaled and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+        torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], gradient_clip_val)
+    else: self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
 # %% ../nbs/13_towers.ipynb #d0834656
 def encode_with(model, tokenizer, texts: Sequence[str], max_length: int = 64) -> torch.Tensor:

@@ -2,6 +2,7 @@
 import json, os, subprocess, sys, textwrap
 from pathlib import Path
 import pytest
+import pytorch_lightning as pl
 import torch
 
 SMALL = "synthetic(n_items=300, n_queries=100, n_users=10, seed=0).search"
@@ -79,16 +80,28 @@ def test_checkpoints_of_other_parameters_are_not_resumed(tmp_path):
     assert [row["epoch"] for row in other.history] == [0]
 
 
+class _StepsSeen(pl.Callback):
+    "Whether each optimizer step ran fused, and the gradient norm it stepped with (after clipping)."
+    def __init__(self): self.fused, self.norms = [], []
+    def on_train_batch_end(self, trainer, module, *args):
+        optimizer = trainer.optimizers[0]
+        self.fused.append(bool(optimizer.defaults["fused"]))
+        grads = [p.grad.double() for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        self.norms.append(sum(g.square().sum() for g in grads).sqrt().item())
+
+
 def _mixed_precision_fit(out: Path, accelerator: str):
-    "A few steps in bf16 autocast with the default gradient clipping; the loss is finite and the model loads."
+    "A few steps in bf16 autocast with gradient clipping: AdamW fused, gradients clipped, the loss finite, the model loads."
     import math
     from recnb.encoder import Encoder
     from recnb.model import fit
     from recnb.synthetic import synthetic
     data = synthetic(n_items=60, n_queries=20, n_users=5, seed=1).search
+    steps = _StepsSeen()
     result = fit(data, out, epochs=1, batch_size=4, max_steps=2, max_length=16, max_val_queries=5, tracker="disabled",
-                 precision="bf16-mixed", accelerator=accelerator)
+                 precision="bf16-mixed", accelerator=accelerator, gradient_clip=1e-3, callbacks=[steps])
     assert result.history and all(math.isfinite(row[key]) for row in result.history for key in ("train_loss", "val_loss"))
+    assert steps.fused == [True, True] and max(steps.norms) < 1.01e-3  # a fresh model's gradients are far larger
     assert Encoder(str(result.model_dir)).encode(["grey velvet sofa"]).shape == (1, 384)
 
 
