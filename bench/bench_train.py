@@ -15,6 +15,11 @@ zero-shot (slow on a CPU: six catalog encodings).
     python bench/bench_train.py --items 5000 --steps 30 --negatives none   # a quick CPU throughput check
     python bench/bench_train.py --steps 300 --eval --json bench/out/train.json   # ~1 hour on 2 cores
     python bench/bench_train.py --profile-only   # just the step profile (also runs an older recnb: PYTHONPATH=...)
+    python bench/bench_train.py --items 10000 --steps 60 --negatives none --precision bf16-mixed --rounds 3
+
+With --rounds N each contender trains N times, every time in a fresh process, the contenders alternating, and the
+medians are compared: on a small shared machine one process's later fits ran up to 1.5× slower than its first, and
+single runs of the same fit varied by 20 %.
 """
 from __future__ import annotations
 import argparse, json, os, shutil, time
@@ -106,7 +111,10 @@ def main():
     ap.add_argument("--out", type=Path, default=Path("bench/out/train"))
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--items", type=int, default=None, help="a sampled catalog of this many items (quick runs; default: all)")
+    ap.add_argument("--rounds", type=int, default=1, help="train each contender this many times, each in a fresh process, alternating")
+    ap.add_argument("--only", choices=["st", "recnb"], default=None, help="train only this contender (used by --rounds)")
     args = ap.parse_args()
+    if args.rounds > 1: return rounds(args)
 
     import torch
     from recnb.data import sample_search_data
@@ -137,12 +145,12 @@ def main():
           f"{args.steps} steps × {args.batch_size} = {n_pairs:,} pairs each", flush=True)
     throughput, memory, models = {}, {}, {}
 
-    if not args.no_st:
+    if not args.no_st and args.only != "recnb":
         name = "sentence-transformers"
         throughput[name], memory[name], models[name] = st_pairs_per_second(data, examples, args, device, out)
         print(f"{name}: {throughput[name]:.1f} pairs/s, peak GPU memory {memory[name]} GB", flush=True)
 
-    for negatives in args.negatives.split(","):
+    for negatives in args.negatives.split(",") if args.only != "st" else []:
         for buckets in args.buckets.split(","):
             name = f"recnb negatives={negatives} buckets={buckets}"
             run = out / f"recnb-{negatives}-{buckets}"
@@ -156,14 +164,40 @@ def main():
             print(f"{name}: {result.pairs_per_second:.1f} pairs/s, peak GPU memory {memory[name]} GB; fit() wall "
                   f"{result.seconds:.0f} s incl. mining and one full-catalog validation", flush=True)
 
-    record["profiles"] = [profile(data, args, out, None)]
-    print(f"\ntraining pairs/s (first step to last, data loading included; {args.steps} steps of {args.batch_size}, {args.precision}):")
+    if args.only is None: record["profiles"] = [profile(data, args, out, None)]
+    print(f"\ntraining pairs/s (first step to last, data loading included; {args.steps} steps of {args.batch_size}, {record['precision']}):")
     for name, pps in throughput.items():
         ratio = f" = {pps / throughput['sentence-transformers']:.2f}x sentence-transformers" if "sentence-transformers" in throughput else ""
         print(f"  {name}: {pps:.1f} pairs/s{ratio}; peak GPU memory {memory[name]} GB")
     record.update(pairs=n_pairs, pairs_per_second=throughput, peak_gpu_memory_gb=memory, recnb={"lr": args.lr}, st={"lr": args.lr_st})
     if args.eval: record.update(evaluate(data, models, device))
     if args.json: args.json.parent.mkdir(parents=True, exist_ok=True); args.json.write_text(json.dumps(record, indent=2))
+
+
+def rounds(args):
+    "Each contender `args.rounds` times, each run in a fresh process, alternating; the medians and their ratio."
+    import statistics, subprocess, sys, tempfile
+    forward, skip = [], False  # this command's arguments less --rounds and --json
+    for a in sys.argv[1:]:
+        if skip or a.startswith(("--rounds=", "--json=")): skip = False; continue
+        if a in ("--rounds", "--json"): skip = True; continue
+        forward.append(a)
+    runs = {}
+    for r in range(args.rounds):
+        for only in ("st", "recnb"):
+            with tempfile.NamedTemporaryFile(suffix=".json") as f:
+                subprocess.run([sys.executable, __file__, *forward, "--only", only, "--json", f.name], check=True)
+                record = json.loads(Path(f.name).read_text())
+            for name, pps in record["pairs_per_second"].items(): runs.setdefault(name, []).append(pps)
+            print(f"round {r + 1}, {only}: " + ", ".join(f"{n} {v:.1f} pairs/s" for n, v in record["pairs_per_second"].items()), flush=True)
+    medians = {name: statistics.median(v) for name, v in runs.items()}
+    st = medians.get("sentence-transformers")
+    print(f"\nmedians of {args.rounds} rounds ({record['machine']}; {args.steps} steps of {args.batch_size}, {record['precision']}):")
+    for name, m in medians.items():
+        print(f"  {name}: {m:.1f} pairs/s (runs {', '.join(f'{v:.1f}' for v in runs[name])})" + (f" = {m / st:.2f}x sentence-transformers" if st else ""))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({**record, "rounds": args.rounds, "runs": runs, "pairs_per_second": medians}, indent=2))
 
 
 def evaluate(data, models: dict, device) -> dict:

@@ -159,6 +159,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'recnb.model._Throughput.on_train_epoch_end': ('model.html#_throughput.on_train_epoch_end', 'recnb/model.py'),
                              'recnb.model._Throughput.on_validation_start': ( 'model.html#_throughput.on_validation_start',
                                                                               'recnb/model.py'),
+                             'recnb.model._deterministic_unfilled': ('model.html#_deterministic_unfilled', 'recnb/model.py'),
                              'recnb.model._finished_fit': ('model.html#_finished_fit', 'recnb/model.py'),
                              'recnb.model._fit_signature': ('model.html#_fit_signature', 'recnb/model.py'),
                              'recnb.model._mark_finished': ('model.html#_mark_finished', 'recnb/model.py'),

@@ -5,6 +5,7 @@
 # %% ../nbs/15_model.ipynb #fbc24021
 from __future__ import annotations
 import json, os, shutil, time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -118,6 +119,14 @@ class _Mining(pl.Callback):
             train_set.negatives = trainer.strategy.broadcast(train_set.negatives, src=0)
 
 # %% ../nbs/15_model.ipynb #b05628fe
+@contextmanager
+def _deterministic_unfilled(deterministic: bool):
+    "Within: deterministic algorithms do not fill each new tensor first (PyTorch's switch for programs that never read it)."
+    before = torch.utils.deterministic.fill_uninitialized_memory
+    torch.utils.deterministic.fill_uninitialized_memory = before and not deterministic
+    try: yield
+    finally: torch.utils.deterministic.fill_uninitialized_memory = before
+
 def fit(
     data: SearchData | RecData,
     out_dir: str | Path,                 # checkpoints/, model/, history.json and the tracker run go here
@@ -196,7 +205,7 @@ def fit(
     if logger:
         logger.log_hyperparams({**t.model_dump(), "precision": precision, "seed": seed, "train_pairs": n_pairs,
                                 "dataset": data.name, **(config or {})})
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    with _deterministic_unfilled(not cuda): trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     if logger: logger.experiment.finish()
     best_path = best.best_model_path or str(resume or "")
     if trainer.is_global_zero:  # DDP keeps the towers identical on every process: one of them saves them

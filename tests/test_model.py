@@ -41,7 +41,8 @@ def test_killed_run_resumes_and_finishes(tmp_path):
     assert (out / "model" / "model.safetensors").exists() and (out / "model" / "tokenizer.json").exists()
 
 
-def test_same_seed_same_validation_metrics_on_cpu(tmp_path):
+def test_same_seed_same_weights_and_validation_metrics_on_cpu(tmp_path):
+    from safetensors.torch import load_file
     from recnb.synthetic import synthetic
     from recnb.model import fit
     data = synthetic(n_items=300, n_queries=100, n_users=10, seed=0).search
@@ -50,6 +51,8 @@ def test_same_seed_same_validation_metrics_on_cpu(tmp_path):
     keys = ("val_ndcg@10", "val_loss")
     first, second = ([{k: row[k] for k in keys} for row in r.history] for r in runs)
     assert first == second and first
+    weights = [load_file(r.model_dir / "model.safetensors") for r in runs]
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_trained_model_loads_as_an_encoder_and_is_not_retrained(tmp_path):
