@@ -354,7 +354,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'recnb.towers.encode_with': ('towers.html#encode_with', 'recnb/towers.py'),
                               'recnb.towers.fused_adamw': ('towers.html#fused_adamw', 'recnb/towers.py'),
                               'recnb.towers.info_nce': ('towers.html#info_nce', 'recnb/towers.py'),
-                              'recnb.towers.least_padding_cuts': ('towers.html#least_padding_cuts', 'recnb/towers.py'),
                               'recnb.towers.length_buckets_for': ('towers.html#length_buckets_for', 'recnb/towers.py'),
                               'recnb.towers.save_towers': ('towers.html#save_towers', 'recnb/towers.py')},
             'recnb.tuning': { 'recnb.tuning.Plan': ('tuning.html#plan', 'recnb/tuning.py'),

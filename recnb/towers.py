@@ -17,8 +17,8 @@ from .config import atomic_path
 from .encoder import Encoder, load_pretrained, pooled_unit_vectors
 
 # %% auto #0
-__all__ = ['info_nce', 'TokenTable', 'least_padding_cuts', 'length_buckets_for', 'bucketed_unit_vectors', 'RetrievalModule',
-           'fused_adamw', 'encode_with', 'save_towers']
+__all__ = ['info_nce', 'TokenTable', 'length_buckets_for', 'bucketed_unit_vectors', 'RetrievalModule', 'fused_adamw',
+           'encode_with', 'save_towers']
 
 # %% ../nbs/13_towers.ipynb #a039fd4b
 def info_nce(
@@ -62,28 +62,11 @@ class TokenTable:
                 "attention_mask": torch.from_numpy(inside.astype(np.int64))}
 
     def in_buckets(self, rows: Sequence[int], buckets: int = 4) -> list[dict[str, torch.Tensor]]:
-        "Texts `rows` in up to `buckets` groups of similar length, each padded, with `rows`: its texts' places in `rows`."
+        "Texts `rows` in up to `buckets` groups sorted by length, each padded, with `rows`: its texts' places in `rows`."
         rows = np.asarray(rows, dtype=np.int64)
         order = np.argsort(self.lengths[rows], kind="stable")
         return [{**self.padded(rows[part]), "rows": torch.from_numpy(part)}
-                for part in np.split(order, least_padding_cuts(self.lengths[rows][order], buckets))]
-
-def least_padding_cuts(
-    lengths: np.ndarray,  # text lengths, sorted ascending
-    groups: int,          # at most this many groups
-) -> list[int]:
-    "Where to cut sorted `lengths` into groups so that padding each group to its longest adds the fewest tokens."
-    n, at = len(lengths), np.arange(len(lengths) + 1)
-    longest = lengths[np.maximum(at - 1, 0)]
-    # tokens[a, b]: texts a..b-1 padded to the longest of them, lengths[b - 1] (0 when a = b: an empty group)
-    tokens = np.where(at[:, None] <= at[None, :], (at[None, :] - at[:, None]) * longest[None, :], np.inf)
-    fewest, starts = tokens[0], []  # fewest[b]: the fewest tokens for texts 0..b-1 in the groups so far
-    for _ in range(groups - 1):  # dynamic programming: one more group, starting where the total is least
-        total = fewest[:, None] + tokens
-        starts.append(total.argmin(0)); fewest = total.min(0)
-    cuts = [n]
-    for start in reversed(starts): cuts.append(int(start[cuts[-1]]))
-    return sorted(set(cuts) - {0, n})
+                for part in np.array_split(order, max(1, min(buckets, len(rows))))]
 
 def length_buckets_for(device: torch.device, buckets: int | None = None) -> int:
     "Groups per side of a batch: `buckets` if given, else 4 on a CPU (less padding) and 1 on a GPU (fewer kernels)."
