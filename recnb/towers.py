@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_towers.ipynb #3d3676a1
 from __future__ import annotations
-import itertools, math
+import math
 from pathlib import Path
 from typing import Sequence
 import numpy as np
@@ -14,11 +14,11 @@ import pytorch_lightning as pl
 from fastcore.basics import patch
 from transformers import get_linear_schedule_with_warmup
 from .config import atomic_path
-from .encoder import Encoder, load_pretrained, pooled_unit_vectors
+from .encoder import Encoder, TokenTable, load_pretrained, pooled_unit_vectors
 
 # %% auto #0
-__all__ = ['info_nce', 'TokenTable', 'length_buckets_for', 'bucketed_unit_vectors', 'RetrievalModule', 'fused_adamw',
-           'encode_with', 'save_towers']
+__all__ = ['info_nce', 'length_buckets_for', 'bucketed_unit_vectors', 'RetrievalModule', 'fused_adamw', 'encode_with',
+           'save_towers']
 
 # %% ../nbs/13_towers.ipynb #a039fd4b
 def info_nce(
@@ -41,32 +41,13 @@ def info_nce(
     return loss
 
 # %% ../nbs/13_towers.ipynb #4c352fab
-class TokenTable:
-    "Texts tokenised once: all token ids in one flat array, text i's ids at `offsets[i]:offsets[i + 1]`."
-    def __init__(self, tokenizer, texts: Sequence[str], max_length: int = 64):
-        ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"] if len(texts) else []
-        self.lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
-        self.ids = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(self.offsets[-1]))
-        self.pad_id = tokenizer.pad_token_id or 0
-
-    def __len__(self): return len(self.lengths)
-
-    def padded(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
-        "`input_ids` and `attention_mask` of texts `rows`, right-padded to the longest of them."
-        lengths = self.lengths[rows]
-        columns = np.arange(lengths.max())
-        inside = columns[None, :] < lengths[:, None]
-        at = np.minimum(self.offsets[rows][:, None] + columns[None, :], len(self.ids) - 1)
-        return {"input_ids": torch.from_numpy(np.where(inside, self.ids[at], self.pad_id)),
-                "attention_mask": torch.from_numpy(inside.astype(np.int64))}
-
-    def in_buckets(self, rows: Sequence[int], buckets: int = 4) -> list[dict[str, torch.Tensor]]:
-        "Texts `rows` in up to `buckets` groups sorted by length, each padded, with `rows`: its texts' places in `rows`."
-        rows = np.asarray(rows, dtype=np.int64)
-        order = np.argsort(self.lengths[rows], kind="stable")
-        return [{**self.padded(rows[part]), "rows": torch.from_numpy(part)}
-                for part in np.array_split(order, max(1, min(buckets, len(rows))))]
+@patch
+def in_buckets(self: TokenTable, rows: Sequence[int], buckets: int = 4) -> list[dict[str, torch.Tensor]]:
+    "Texts `rows` in up to `buckets` groups sorted by length, each padded, with `rows`: its texts' places in `rows`."
+    rows = np.asarray(rows, dtype=np.int64)
+    order = np.argsort(self.lengths[rows], kind="stable")
+    return [{**self.padded(rows[part]), "rows": torch.from_numpy(part)}
+            for part in np.array_split(order, max(1, min(buckets, len(rows))))]
 
 def length_buckets_for(device: torch.device, buckets: int | None = None) -> int:
     "Groups per side of a batch: `buckets` if given, else 4 on a CPU (less padding) and 1 on a GPU (fewer kernels)."
