@@ -18,7 +18,7 @@ zero-shot (slow on a CPU: six catalog encodings).
     python bench/bench_train.py --items 10000 --steps 60 --negatives none --precision bf16-mixed --rounds 3
 
 With --rounds N each contender trains N times, every time in a fresh process, the contenders alternating, and the
-medians are compared: on a small shared machine one process's later fits ran up to 1.5× slower than its first, and
+medians are compared: on a small shared machine one process's later fits ran up to 1.6× slower than its first, and
 single runs of the same fit varied by 20 %.
 """
 from __future__ import annotations
