@@ -184,10 +184,11 @@ def fit(
         os.environ.setdefault("WANDB_SILENT", "true")
         logger = WandbLogger(project=project, group=group, name=run_name or out_dir.name, save_dir=str(out_dir),
                              offline=(mode == "offline"), log_model=False)
+    deterministic = not cuda  # reproducible CPU runs
     trainer = pl.Trainer(max_epochs=t.epochs, max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices,
                          strategy=t.strategy, num_nodes=t.num_nodes, precision=precision,
                          gradient_clip_val=t.gradient_clip or None, callbacks=callbacks,
-                         logger=logger, deterministic=not cuda, enable_progress_bar=progress, enable_model_summary=False,
+                         logger=logger, deterministic=deterministic, enable_progress_bar=progress, enable_model_summary=False,
                          num_sanity_val_steps=0, log_every_n_steps=10, default_root_dir=str(out_dir))
     if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
         raise ValueError(f"strategy={t.strategy!r} trains in processes started inside Trainer.fit, which hand back rank 0's "
@@ -205,7 +206,7 @@ def fit(
     if logger:
         logger.log_hyperparams({**t.model_dump(), "precision": precision, "seed": seed, "train_pairs": n_pairs,
                                 "dataset": data.name, **(config or {})})
-    with _deterministic_unfilled(not cuda): trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    with _deterministic_unfilled(deterministic): trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     if logger: logger.experiment.finish()
     best_path = best.best_model_path or str(resume or "")
     if trainer.is_global_zero:  # DDP keeps the towers identical on every process: one of them saves them

@@ -222,10 +222,10 @@ def _top_two_pass(self: ItemIndex, queries: torch.Tensor, k: int, excluded, plan
     # when a_c + e(a_c) < a_k − e(a_k), and of those only the leading ones with a + e(a) ≥ a_k − e(a_k) are re-scored.
     q_norm, max_norm = query_norms * query_scale, self.max_norm * self.low_scale
     spread = self.epsilon * q_norm * max_norm + self.zeta * (q_norm + max_norm + 1)
-    err = lambda a: spread + self.eta * a.abs()
-    a_k, a_c = approx[:, k - 1], approx[:, -1]
-    sufficient = (a_c + err(a_c) < a_k - err(a_k)) | torch.isneginf(a_c) | (n_candidates == len(self))
-    reach = approx + spread.unsqueeze(1) + self.eta * approx.abs() >= (a_k - err(a_k)).unsqueeze(1)  # a prefix per row
+    err = lambda a: spread.unsqueeze(1) + self.eta * a.abs()  # a: one column per candidate
+    a_k, a_c = approx[:, k - 1:k], approx[:, -1:]
+    sufficient = ((a_c + err(a_c) < a_k - err(a_k)) | torch.isneginf(a_c)).squeeze(1) | (n_candidates == len(self))
+    reach = approx + err(approx) >= a_k - err(a_k)  # a prefix per row
     m = min(n_candidates, max(k, int(reach.sum(1).max())))  # the block's longest prefix
     approx, candidates = approx[:, :m], candidates[:, :m]
     with _threads(1 if self.device.type == "cpu" and len(queries) * m * self.dim < 1 << 21 else None):
