@@ -119,10 +119,10 @@ class ItemIndex:
         return [(start, min(start + step, len(self))) for start in range(0, len(self), step)], step
 
     @staticmethod
-    def _merge(scores: list, positions: list, k: int):
-        "One (scores, positions) pair holding the best k of several, best first."
+    def _merge(scores: list, positions: list, k: int, ordered: bool = True):
+        "One (scores, positions) pair holding the best k of several, best first if `ordered`."
         scores, positions = torch.cat(scores, dim=1), torch.cat(positions, dim=1)
-        top = scores.topk(min(k, scores.shape[1]), dim=1)
+        top = scores.topk(min(k, scores.shape[1]), dim=1, sorted=ordered)
         return [top.values], [positions.gather(1, top.indices)]
 
 # %% ../nbs/09_scorer.ipynb #15417070
@@ -157,10 +157,10 @@ def _top_exact(self: ItemIndex, queries: torch.Tensor, k: int, excluded, plan: P
             # group j holds the step's items j, j + stride, j + 2·stride, …: one max over GROUP contiguous rows
             torch.amax(scores.view(n_q, GROUP, stride), 1, out=maxima[:, s * width: s * width + stride])
             maxima[:, s * width + stride:(s + 1) * width] = -math.inf
-        top = maxima[:, : len(segment) * width].topk(min(k, len(segment) * width), dim=1)
+        top = maxima[:, : len(segment) * width].topk(min(k, len(segment) * width), dim=1, sorted=False)
         kept_values.append(top.values); kept_groups.append(top.indices + first * width)
-        if len(kept_values) == 32: kept_values, kept_groups = self._merge(kept_values, kept_groups, k)
-    (values,), (groups,) = self._merge(kept_values, kept_groups, k)
+        if len(kept_values) == 32: kept_values, kept_groups = self._merge(kept_values, kept_groups, k, ordered=False)
+    (values,), (groups,) = self._merge(kept_values, kept_groups, k, ordered=False)
     # k items each at least as good as any item outside these k groups (each group's best), so the top k lie inside
     starts, lengths = (torch.tensor(x, device=self.device) for x in zip(*[(a, b - a) for a, b in steps]))
     step_of, j = groups // width, groups % width
@@ -187,13 +187,13 @@ def _top_per_step(self: ItemIndex, queries: torch.Tensor, vectors: torch.Tensor,
         if len(queries) * (stop - start) >= GROUPED_FROM and (stop - start) % GROUP == 0 and stop - start >= GROUP * 2 * k:
             # the k best lie in the k groups (items j, j + stride, …) with the best maxima: one outside has k better
             stride = (stop - start) // GROUP
-            groups = scores.view(len(queries), GROUP, stride).amax(1).topk(k, dim=1).indices
+            groups = scores.view(len(queries), GROUP, stride).amax(1).topk(k, dim=1, sorted=False).indices
             members = (groups.unsqueeze(2) + stride * torch.arange(GROUP, device=self.device)).flatten(1)
-            top = scores.gather(1, members).topk(k, dim=1)
+            top = scores.gather(1, members).topk(k, dim=1, sorted=False)
             values, positions = top.values, members.gather(1, top.indices)
-        else: values, positions = scores.topk(min(k, stop - start), dim=1)
+        else: values, positions = scores.topk(min(k, stop - start), dim=1, sorted=False)  # ordered once, when merged
         kept_scores.append(values); kept_positions.append(positions + start)
-        if len(kept_scores) == 32: kept_scores, kept_positions = self._merge(kept_scores, kept_positions, k)
+        if len(kept_scores) == 32: kept_scores, kept_positions = self._merge(kept_scores, kept_positions, k, ordered=False)
     return [t[0] for t in self._merge(kept_scores, kept_positions, k)]
 
 # %% ../nbs/09_scorer.ipynb #ab64a724
