@@ -17,8 +17,8 @@ from .config import atomic_path
 from .encoder import Encoder, TokenTable, load_pretrained, pooled_unit_vectors
 
 # %% auto #0
-__all__ = ['info_nce', 'length_buckets_for', 'bucketed_unit_vectors', 'RetrievalModule', 'fused_adamw', 'encode_with',
-           'save_towers']
+__all__ = ['info_nce', 'length_buckets_for', 'bucketed_unit_vectors', 'BulkDropout', 'with_bulk_dropout', 'RetrievalModule',
+           'fused_adamw', 'encode_with', 'save_towers']
 
 # %% ../nbs/13_towers.ipynb #a039fd4b
 def info_nce(
@@ -63,6 +63,25 @@ def bucketed_unit_vectors(model, groups: list[dict[str, torch.Tensor]]) -> torch
                                                          "attention_mask": g["attention_mask"]}) for g, part in zip(groups, parts)])
     return vectors[torch.argsort(torch.cat([g["rows"] for g in groups]))]
 
+# %% ../nbs/13_towers.ipynb #595b0623
+class BulkDropout(torch.nn.Module):
+    "`nn.Dropout` whose CPU mask is drawn in bulk, 16 random bits per element; on other devices `nn.Dropout`'s own."
+    def __init__(self, p: float = 0.1):
+        super().__init__()
+        self.p = p
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu": return F.dropout(x, self.p, self.training)
+        bits = torch.empty((x.numel() + 1) // 2, dtype=torch.int32).random_(-1 << 31, 1 << 31).view(torch.int16)
+        keep = bits[: x.numel()].view(x.shape) >= round(self.p * 65536) - 32768
+        return torch.where(keep, x * (1 / (1 - self.p)), 0)
+
+def with_bulk_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    "`model` with each of its `nn.Dropout` modules replaced by a `BulkDropout` of the same rate."
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if type(child) is torch.nn.Dropout: setattr(parent, name, BulkDropout(child.p))
+    return model
+
 # %% ../nbs/13_towers.ipynb #cfc17a60
 class RetrievalModule(pl.LightningModule):
     "Two towers and the InfoNCE loss, trained with AdamW, warmup and linear decay."
@@ -83,7 +102,8 @@ class RetrievalModule(pl.LightningModule):
         from recnb.encoder import resolve_model
         path = resolve_model(model)
         self.query_tower = load_pretrained(path)[1]
-        self.item_tower = self.query_tower if shared_towers else load_pretrained(path)[1]
+        self.item_tower = self.query_tower if shared_towers else with_bulk_dropout(load_pretrained(path)[1])
+        with_bulk_dropout(self.query_tower)
         self.query_tower.train(); self.item_tower.train()  # from_pretrained returns eval mode; training uses dropout
         for tower in (self.query_tower, self.item_tower):  # the towers mean-pool, so a BERT pooler never reaches the loss
             if getattr(tower, "pooler", None) is not None: tower.pooler.requires_grad_(False)  # and DDP must not wait for it
