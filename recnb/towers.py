@@ -53,15 +53,18 @@ def length_buckets_for(device: torch.device, buckets: int | None = None) -> int:
     "Groups per side of a batch: `buckets` if given, else 4 on a CPU (less padding) and 1 on a GPU (fewer kernels)."
     return buckets or (1 if torch.device(device).type == "cuda" else 4)
 
-def bucketed_unit_vectors(model, groups: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-    "Unit vectors (with gradients) of texts grouped by `TokenTable.in_buckets`, in the texts' order."
-    if len(groups) == 1: vectors = pooled_unit_vectors(model, groups[0])
-    else:  # one word-embedding lookup for all groups: one vocabulary-sized gradient to fill and add, not one per group
+def bucketed_unit_vectors(model, *sides: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
+    "Per side, unit vectors (with gradients) of its texts grouped by `TokenTable.in_buckets`, in the texts' order."
+    groups = [g for side in sides for g in side]
+    if len(groups) == 1: vectors = [pooled_unit_vectors(model, groups[0])]
+    else:  # one word-embedding lookup for all groups: one vocabulary-sized gradient to fill, not one per group or side
         looked_up = model.get_input_embeddings()(torch.cat([g["input_ids"].flatten() for g in groups]))
         parts = looked_up.split([g["input_ids"].numel() for g in groups])
-        vectors = torch.cat([pooled_unit_vectors(model, {"inputs_embeds": part.view(*g["input_ids"].shape, -1),
-                                                         "attention_mask": g["attention_mask"]}) for g, part in zip(groups, parts)])
-    return vectors[torch.argsort(torch.cat([g["rows"] for g in groups]))]
+        vectors = [pooled_unit_vectors(model, {"inputs_embeds": part.view(*g["input_ids"].shape, -1),
+                                               "attention_mask": g["attention_mask"]}) for g, part in zip(groups, parts)]
+    ends = np.cumsum([0] + [len(side) for side in sides])
+    return [torch.cat(vectors[a:b])[torch.argsort(torch.cat([g["rows"] for g in side]))]
+            for a, b, side in zip(ends[:-1], ends[1:], sides)]
 
 # %% ../nbs/13_towers.ipynb #595b0623
 class BulkDropout(torch.nn.Module):
@@ -113,8 +116,8 @@ class RetrievalModule(pl.LightningModule):
     def temperature(self) -> torch.Tensor: return self.log_temperature.clamp(math.log(0.01), math.log(1.0)).exp()
 
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
-        q = bucketed_unit_vectors(self.query_tower, batch["queries"])
-        c = bucketed_unit_vectors(self.item_tower, batch["items"])
+        if self.item_tower is self.query_tower: q, c = bucketed_unit_vectors(self.query_tower, batch["queries"], batch["items"])
+        else: (q,), (c,) = bucketed_unit_vectors(self.query_tower, batch["queries"]), bucketed_unit_vectors(self.item_tower, batch["items"])
         loss = info_nce(q, c, batch["mask"], self.temperature, self.hparams.symmetric)
         self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=q.shape[0], sync_dist=True)
         return loss
