@@ -104,9 +104,8 @@ class RetrievalModule(pl.LightningModule):
         self.save_hyperparameters()
         from recnb.encoder import resolve_model
         path = resolve_model(model)
-        self.query_tower = load_pretrained(path)[1]
+        self.query_tower = with_bulk_dropout(load_pretrained(path)[1])
         self.item_tower = self.query_tower if shared_towers else with_bulk_dropout(load_pretrained(path)[1])
-        with_bulk_dropout(self.query_tower)
         self.query_tower.train(); self.item_tower.train()  # from_pretrained returns eval mode; training uses dropout
         for tower in (self.query_tower, self.item_tower):  # the towers mean-pool, so a BERT pooler never reaches the loss
             if getattr(tower, "pooler", None) is not None: tower.pooler.requires_grad_(False)  # and DDP must not wait for it
