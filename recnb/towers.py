@@ -73,7 +73,7 @@ class BulkDropout(torch.nn.Module):
         super().__init__()
         self.p = p
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0 or x.device.type != "cpu": return F.dropout(x, self.p, self.training)
+        if not self.training or self.p in (0, 1) or x.device.type != "cpu": return F.dropout(x, self.p, self.training)
         bits = torch.empty((x.numel() + 1) // 2, dtype=torch.int32).random_(-1 << 31, 1 << 31).view(torch.int16)
         keep = bits[: x.numel()].view(x.shape) >= round(self.p * 65536) - 32768
         return torch.where(keep, x * (1 / (1 - self.p)), 0)
