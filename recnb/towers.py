@@ -62,9 +62,8 @@ def bucketed_unit_vectors(model, *sides: list[dict[str, torch.Tensor]]) -> list[
         parts = looked_up.split([g["input_ids"].numel() for g in groups])
         vectors = [pooled_unit_vectors(model, {"inputs_embeds": part.view(*g["input_ids"].shape, -1),
                                                "attention_mask": g["attention_mask"]}) for g, part in zip(groups, parts)]
-    ends = np.cumsum([0] + [len(side) for side in sides])
-    return [torch.cat(vectors[a:b])[torch.argsort(torch.cat([g["rows"] for g in side]))]
-            for a, b, side in zip(ends[:-1], ends[1:], sides)]
+    in_order = iter(vectors)  # the groups' vectors, side after side
+    return [torch.cat([next(in_order) for _ in side])[torch.argsort(torch.cat([g["rows"] for g in side]))] for side in sides]
 
 # %% ../nbs/13_towers.ipynb #595b0623
 class BulkDropout(torch.nn.Module):
@@ -104,8 +103,9 @@ class RetrievalModule(pl.LightningModule):
         self.save_hyperparameters()
         from recnb.encoder import resolve_model
         path = resolve_model(model)
-        self.query_tower = with_bulk_dropout(load_pretrained(path)[1])
-        self.item_tower = self.query_tower if shared_towers else with_bulk_dropout(load_pretrained(path)[1])
+        load_tower = lambda: with_bulk_dropout(load_pretrained(path)[1])
+        self.query_tower = load_tower()
+        self.item_tower = self.query_tower if shared_towers else load_tower()
         self.query_tower.train(); self.item_tower.train()  # from_pretrained returns eval mode; training uses dropout
         for tower in (self.query_tower, self.item_tower):  # the towers mean-pool, so a BERT pooler never reaches the loss
             if getattr(tower, "pooler", None) is not None: tower.pooler.requires_grad_(False)  # and DDP must not wait for it
@@ -116,7 +116,8 @@ class RetrievalModule(pl.LightningModule):
 
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
         if self.item_tower is self.query_tower: q, c = bucketed_unit_vectors(self.query_tower, batch["queries"], batch["items"])
-        else: (q,), (c,) = bucketed_unit_vectors(self.query_tower, batch["queries"]), bucketed_unit_vectors(self.item_tower, batch["items"])
+        else: (q,), (c,) = (bucketed_unit_vectors(self.query_tower, batch["queries"]),
+                            bucketed_unit_vectors(self.item_tower, batch["items"]))
         loss = info_nce(q, c, batch["mask"], self.temperature, self.hparams.symmetric)
         self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=q.shape[0], sync_dist=True)
         return loss
