@@ -1,19 +1,19 @@
 """recnb's BentoML service: search, recommendation and similar items from a model packaged by `recnb package`.
 
 Serve it with `bentoml serve service:RecnbService` from this folder (RECNB_MODEL picks the model, `recnb:latest` by
-default; RECNB_API_KEY, when set, guards the API routes). Everything it does is in `recnb.serving`, documented there.
+default; RECNB_API_KEY, when set, guards the API routes; RECNB_TLS_CERT and RECNB_TLS_KEY serve HTTPS). Everything it
+does is in `recnb.serving` (the model), `recnb.gateway` (the HTTP edge) and `recnb.monitoring`, documented there.
 """
 from __future__ import annotations
-import asyncio, os, time
-from typing import Annotated
+import asyncio, os, sys, time
 import bentoml
 from recnb.baselines import Ranking
-from pydantic import Field
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
-from recnb.serving import (MAX_K, Answer, ApiKeyMiddleware, ErrorBodyMiddleware, History, ItemId, PackagedModel, Query,
-                           QueryBatcher, Ranked, RequestError, TopK)
+from recnb.gateway import ApiKeyMiddleware, exit_with_parent, install_edge, quiet_rejections
+from recnb.serving import (MAX_K, Answer, PackagedModel, QueryBatcher, Ranked, RecommendBody, RequestError, SearchBatchBody,
+                           SearchBody, SimilarBody)
 from recnb.monitoring import OperationalMiddleware, ServiceMonitor
 
 MODEL_TAG = os.environ.get("RECNB_MODEL", "recnb:latest")
@@ -24,28 +24,51 @@ MONITORING = os.environ.get("RECNB_MONITORING", "1") != "0"  # 0: no recnb metri
 ARM = os.environ.get("RECNB_ARM", "champion")               # the `arm` label of recnb's metrics
 DRIFT_WINDOW = int(os.environ.get("RECNB_DRIFT_WINDOW", "100"))   # live queries compared with the reference
 ANOMALY_INTERVAL_S = float(os.environ.get("RECNB_ANOMALY_INTERVAL_S", "10"))  # interval of the latency and error series
-
+TLS_CERT, TLS_KEY = os.environ.get("RECNB_TLS_CERT"), os.environ.get("RECNB_TLS_KEY")
+if bool(TLS_CERT) != bool(TLS_KEY): sys.exit("recnb: set both RECNB_TLS_CERT and RECNB_TLS_KEY (PEM files) to serve HTTPS, or neither")
+TLS = {"ssl": {"enabled": True, "certfile": TLS_CERT, "keyfile": TLS_KEY}} if TLS_CERT else {}
 
 async def info(request):
-    "GET /info: the model's tag, task, served ranker, dataset, metrics, catalog size, device and the request limits."
+    "GET /info: the model's tag, task, served ranker, dataset, metrics, gate, catalog size, device and the request limits."
     return JSONResponse(bentoml.get_current_service().model.describe())
 
 
-@bentoml.asgi_app(Starlette(routes=[Route("/info", info, methods=["GET"])]), path="/")
+async def docs(request):
+    "GET /docs: the docs UI is BentoML's index page."
+    return RedirectResponse("/")
+
+
+def refusal() -> str | None:
+    "Why the package is refused (RequestGuard answers 503 with it), or None while it serves."
+    service = bentoml.get_current_service()
+    return "the service is starting" if service is None else service.refusal
+
+
+install_edge(refusal)   # before BentoML builds its app: the guard and error bodies go outside BentoML's own middlewares
+quiet_rejections()
+
+
+@bentoml.asgi_app(Starlette(routes=[Route("/info", info, methods=["GET"]), Route("/docs", docs, methods=["GET"])]), path="/")
 @bentoml.service(
     traffic={"timeout": int(os.environ.get("RECNB_TIMEOUT_S", "10")),
              "max_concurrency": int(os.environ.get("RECNB_MAX_CONCURRENCY", "64"))},
     workers=int(os.environ.get("RECNB_WORKERS", "1")),
     resources={"cpu": os.environ.get("RECNB_CPU", "2")},
+    **TLS,
 )
 class RecnbService:
     "Ranks a packaged catalog for a query, a shopper's history or an item."
     packaged = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self):
-        self.model = PackagedModel(self.packaged.path, tag=str(self.packaged.tag))
+        exit_with_parent()
+        self.refusal, self.model, self.monitor = None, None, None
+        try: self.model = PackagedModel(self.packaged.path, tag=str(self.packaged.tag))
+        except Exception as e:  # a package that cannot be served: refuse it (503 with the reason), never restart in a loop
+            self.refusal = str(e).splitlines()[0]
+            print(f"recnb: refusing {self.packaged.tag}: {self.refusal}", file=sys.stderr, flush=True)
+            return
         self.batcher = QueryBatcher(self._rank, max_batch_size=MAX_BATCH)
-        self.monitor = None
         if MONITORING:
             from safetensors.torch import load_file
             reference = load_file(str(self.model.path / "reference.safetensors"))
@@ -66,42 +89,28 @@ class RecnbService:
         if self.monitor: self.monitor.answered(endpoint, len(items))
         return Answer(items=items, model=self.model.tag, took_ms=round(1000 * (time.perf_counter() - start), 3))
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=1000)
-    def search_batch(self, queries: list[Query]) -> list[Ranked]:
-        "The top 100 items of each query in a list; concurrent calls are joined by BentoML's adaptive batching."
-        return self._rank(queries)
+    @bentoml.api(input_spec=SearchBatchBody)
+    def search_batch(self, queries: list[str]) -> list[Ranked]:
+        "The top 100 items of each query in a list (1 to 128 queries), ranked in passes of up to 64."
+        return [row for i in range(0, len(queries), MAX_BATCH) for row in self._rank(queries[i:i + MAX_BATCH])]
 
-    @bentoml.api
-    async def search(
-        self,
-        query: Annotated[Query, Field(description="what the shopper typed", examples=["cordless drill"])],
-        k: TopK = 10,
-    ) -> Answer:
+    @bentoml.api(input_spec=SearchBody)
+    async def search(self, query: str, k: int = 10) -> Answer:
         "Products for a search query, best first (concurrent searches are ranked together)."
         start = time.perf_counter()
         row = await self.batcher(query) if BATCHING else (await asyncio.to_thread(self._rank, [query]))[0]
         return self._answer("/search", self.model.hits(Ranking([row.ids[:k]], [row.scores[:k]])), start)
 
-    @bentoml.api
-    def recommend(
-        self,
-        history: Annotated[History, Field(examples=[["item-1", "item-2"]])],
-        k: TopK = 10,
-    ) -> Answer:
+    @bentoml.api(input_spec=RecommendBody)
+    def recommend(self, history: list[str], k: int = 10) -> Answer:
         "Next products for a shopper's history (oldest first); their own items are never returned."
         return self._checked("/recommend", lambda: self.model.recommend(history, k), time.perf_counter())
 
-    @bentoml.api
-    def similar(
-        self,
-        item_id: Annotated[ItemId, Field(examples=["item-1"])],
-        k: TopK = 10,
-    ) -> Answer:
+    @bentoml.api(input_spec=SimilarBody)
+    def similar(self, item_id: str, k: int = 10) -> Answer:
         "Products nearest to one product, without it."
         return self._checked("/similar", lambda: self.model.similar(item_id, k), time.perf_counter())
 
 
-
-RecnbService.add_asgi_middleware(ErrorBodyMiddleware)
 RecnbService.add_asgi_middleware(ApiKeyMiddleware, key=API_KEY)
 if MONITORING: RecnbService.add_asgi_middleware(OperationalMiddleware, arm=ARM, interval_s=ANOMALY_INTERVAL_S)

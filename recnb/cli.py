@@ -201,6 +201,19 @@ def package(
 
 
 @app.command()
+def verify(tag: str = typer.Argument("recnb:latest", help="a BentoML model tag written by `recnb package`")):
+    "Check a stored package offline as the service does at load: every file's sha256 and unit-length item vectors."
+    import bentoml
+    from recnb.verify import PackageRefused, verify_package
+    try: path = bentoml.models.get(tag).path
+    except bentoml.exceptions.NotFound: _fail(f"error: no model {tag!r} in the BentoML store (BENTOML_HOME); `bentoml models list` shows them")
+    try: info = verify_package(path)
+    except PackageRefused as e: _fail(f"refused: {e}")
+    forced = " (packaged with --force past a failed gate)" if info.get("forced") else ""
+    typer.echo(f"verified {tag}: {len(info['files'])} files match their sha256, {info['items']:,} unit-length item vectors{forced}")
+
+
+@app.command()
 def new(
     directory: Path = typer.Argument(..., help="the new project's folder (created; must not exist or be empty)"),
 ):

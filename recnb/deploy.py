@@ -11,10 +11,11 @@ import pandas as pd
 import torch
 import yaml
 from .config import write_json
+from .verify import PACKAGE_FILE, check_safetensors, file_digests, read_json, verify_package
 
 # %% auto #0
 __all__ = ['MODEL_NAME', 'RUN_FILES', 'REFERENCE_LIMIT', 'PackageError', 'resolve_run', 'check_run', 'reference_statistics',
-           'model_card', 'package']
+           'model_card', 'check_model_name', 'package']
 
 # %% ../nbs/18_deploy.ipynb #9f16b723
 MODEL_NAME = "recnb"  # the BentoML model name; the service loads `recnb:latest` unless told otherwise
@@ -144,6 +145,26 @@ def _catalog_table(catalog) -> pd.DataFrame:
     if "title" not in table: table["title"] = catalog.titles(catalog.ids)
     return table
 
+def check_model_name(name: str) -> None:
+    "Raise `PackageError` unless `name` is a valid BentoML model name."
+    import re
+    if len(name) > 63 or not re.fullmatch(r"[A-Za-z0-9](?:[-._A-Za-z0-9]*[A-Za-z0-9])?", name):
+        raise PackageError(f"--name {name!r}: a model name has at most 63 letters, digits, '-', '_' or '.', and starts and "
+                           "ends with a letter or digit (e.g. recnb-homedepot)")
+
+def _read_run(run_dir: Path):
+    "The run's parameters, metrics and manifest, or `PackageError` naming the file that is damaged."
+    from recnb.params import ParamsError, load_params
+    again = f"run it again: `recnb run {run_dir / 'params.yaml'}`"
+    try: params = load_params(run_dir / "params.yaml")
+    except (ParamsError, ValueError, OSError) as e: raise PackageError(f"{run_dir / 'params.yaml'}: {e}") from None
+    metrics = read_json(run_dir / "metrics.json", ("model", "selection_metric", "valid", "test"), PackageError, again)
+    if metrics["model"] not in metrics["valid"] or metrics["model"] not in metrics["test"]:
+        raise PackageError(f"{run_dir / 'metrics.json'}: has no metrics for its model {metrics['model']!r}; {again}")
+    manifest = read_json(run_dir / "manifest.json", ("data",), PackageError, again)
+    if "fingerprint" not in manifest["data"]: raise PackageError(f"{run_dir / 'manifest.json'}: has no data fingerprint; {again}")
+    return params, metrics, manifest
+
 def package(
     path: str | Path,          # a run directory, or a sweep folder (its winner is packaged)
     force: bool = False,       # package a sweep winner that failed the gate (recorded in the card)
@@ -156,21 +177,23 @@ def package(
     from recnb.encoder import Encoder
     from recnb.evaluate import model_rankers
     from recnb.experiment import load_run_data
-    from recnb.params import load_params
     from recnb.scorer import ItemIndex
+    check_model_name(name)
     run_dir, verdict = resolve_run(path)
     check_run(run_dir)
     if verdict is not None and not verdict["passed"] and not force:
         raise PackageError(f"{path}: the winner {verdict['winner']!r} failed the gate:\n{_gate_text(verdict, False)}\n"
                            "improve the model, or package it anyway with --force (recorded in the model card)")
-    params = load_params(run_dir / "params.yaml")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    params, metrics, manifest = _read_run(run_dir)
     data = load_run_data(params)
     if data.fingerprint() != manifest["data"]["fingerprint"]:
         raise PackageError(f"{run_dir}: the dataset {data.name!r} changed since the run (fingerprint {data.fingerprint()} ≠ "
                            f"{manifest['data']['fingerprint']}); run it again on the current data")
-    encoder, index = Encoder(run_dir / "model", device="cpu"), ItemIndex.load(run_dir / "index", device="cpu")
+    again = f"run it again: `recnb run {run_dir / 'params.yaml'}`"
+    for weights in sorted([*(run_dir / "model").glob("*.safetensors"), *(run_dir / "index").glob("*.safetensors")]):
+        check_safetensors(weights, PackageError, again)
+    try: encoder, index = Encoder(run_dir / "model", device="cpu"), ItemIndex.load(run_dir / "index", device="cpu")
+    except Exception as e: raise PackageError(f"{run_dir}: its model or index cannot be loaded ({e}); {again}") from None
     if index.ids != data.catalog.ids: raise PackageError(f"{run_dir / 'index'}: its item ids differ from the dataset's catalog; run it again")
     task = task_of(data)
     rankers = model_rankers(task, encoder, index, data.catalog, params.train.history_items)
@@ -181,9 +204,13 @@ def package(
             "selection_metric": metrics["selection_metric"], "metrics": {s: metrics[s] for s in ("valid", "test")},
             "gate": verdict, "forced": bool(force and verdict is not None and not verdict["passed"]),
             "fingerprint": manifest["data"]["fingerprint"], "reference": facts}
-    labels = {"dataset": data.name, "sweep": info["sweep"] or "", "run": run_dir.name, "task": task}
+    gate = "none" if verdict is None else "passed" if verdict["passed"] else "failed"
+    labels = {"dataset": data.name, "sweep": info["sweep"] or "", "run": run_dir.name, "task": task, "gate": gate,
+              "forced": str(info["forced"]).lower()}
     served = {s: metrics[s][metrics["model"]] for s in ("valid", "test")}
-    with bentoml.models.create(name, labels=labels, metadata={"ranker": metrics["model"], "metrics": served}) as stored:
+    module = "recnb (FORCED past a failed gate)" if info["forced"] else "recnb"   # the column `bentoml models list` shows
+    with bentoml.models.create(name, module=module, labels=labels, metadata={"ranker": metrics["model"], "metrics": served,
+                                                                             "gate": gate, "forced": info["forced"]}) as stored:
         target = Path(stored.path)
         shutil.copytree(run_dir / "model", target / "model")
         shutil.copytree(run_dir / "index", target / "index")
@@ -191,7 +218,10 @@ def package(
         if task == "recommendation": write_json(target / "sequences.json", data.split().train)  # for co-occurrence
         save_file(tensors, str(target / "reference.safetensors"))
         info["tag"] = str(stored.tag)
-        write_json(target / "package.json", info)
         (target / "README.md").write_text(model_card(run_dir, info, params.model_dump(mode="json"), manifest, metrics,
                                                      verdict, info["forced"]))
+        info["files"] = file_digests(target)
+        write_json(target / PACKAGE_FILE, info)
+        try: verify_package(target)   # a package that would be refused at serving is not stored
+        except ValueError as e: raise PackageError(str(e)) from None
     return str(stored.tag)

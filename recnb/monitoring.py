@@ -9,10 +9,11 @@ from collections import deque
 import numpy as np
 import torch
 from prometheus_client import Counter, Gauge, Histogram
+from .gateway import API_PATHS
 
 # %% auto #0
 __all__ = ['SCORE_BUCKETS', 'LENGTH_BUCKETS', 'DRIFT_SIGNALS', 'SERIES', 'RESULTS_RETURNED', 'EMPTY_RESULTS', 'TOP_SCORE',
-           'QUERY_LENGTH', 'MODEL_INFO', 'QUERY_DRIFT', 'QUERY_DRIFT_RATIO', 'ANOMALY_SCORE', 'ANOMALY', 'API_PATHS',
+           'QUERY_LENGTH', 'MODEL_INFO', 'QUERY_DRIFT', 'QUERY_DRIFT_RATIO', 'ANOMALY_SCORE', 'ANOMALY',
            'DriftReference', 'DriftMonitor', 'EwmaDetector', 'OperationalMonitor', 'OperationalMiddleware',
            'ServiceMonitor']
 
@@ -153,8 +154,6 @@ class OperationalMonitor:
         return out
 
 # %% ../nbs/20_monitoring.ipynb #05d28536
-API_PATHS = ("/search", "/recommend", "/similar", "/search_batch")
-
 def _export_anomalies(ended: dict, arm: str) -> None:
     for series, (score, anomalous) in ended.items():
         ANOMALY_SCORE.labels(series, arm).set(score); ANOMALY.labels(series, arm).set(int(anomalous))
