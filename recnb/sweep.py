@@ -11,6 +11,7 @@ from typing import Optional
 import pandas as pd
 from pydantic import Field
 from .config import atomic_path, write_json, write_yaml
+from .evaluate import MODEL_RANKERS
 from .params import ParamsError, StrictModel, read_yaml, set_dotted, validate_params
 
 # %% auto #0
@@ -191,7 +192,7 @@ def leaderboard(
             model = m["model"]
             row.update({"model": model, f"valid {metric}": m["valid"][model][metric], f"test {metric}": m["test"][model][metric]})
             for b, v in m["valid"].items():
-                if b not in ("fine-tuned", "fine-tuned+bm25"): row[f"valid {metric} {b}"] = v[metric]
+                if b not in MODEL_RANKERS: row[f"valid {metric} {b}"] = v[metric]
         else: row["error"] = str(status.get("error", ""))[:500]
         rows.append(row)
     board = pd.DataFrame(rows)

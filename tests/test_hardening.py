@@ -310,7 +310,9 @@ def _running(pid: int) -> bool:
 
 
 def test_https_and_a_clean_restart_after_kill_9_of_the_main_process(packaged, tmp_path):
+    import ssl
     cert, key = _self_signed(tmp_path)
+    trust = ssl.create_default_context(cafile=str(cert))
     port = free_port()
     url = f"https://127.0.0.1:{port}"
     env = {**packaged["env"], "RECNB_MODEL": packaged["tag"], "RECNB_TLS_CERT": str(cert), "RECNB_TLS_KEY": str(key)}
@@ -321,10 +323,10 @@ def test_https_and_a_clean_restart_after_kill_9_of_the_main_process(packaged, tm
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
-                if httpx.get(f"{url}/readyz", timeout=2, verify=str(cert)).status_code == 200: break
+                if httpx.get(f"{url}/readyz", timeout=2, verify=trust).status_code == 200: break
             except httpx.HTTPError: time.sleep(0.5)
         else: pytest.fail(log.read_text()[-3000:])
-        answer = httpx.post(f"{url}/search", json={"query": "drill", "k": 2}, timeout=30, verify=str(cert))
+        answer = httpx.post(f"{url}/search", json={"query": "drill", "k": 2}, timeout=30, verify=trust)
         assert answer.status_code == 200 and len(answer.json()["items"]) == 2
         with pytest.raises(httpx.HTTPError): httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
         workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()]

@@ -87,6 +87,7 @@ def test_info_names_the_model(server, store):
     info = httpx.get(f"{server}/info", headers=AUTH, timeout=10).json()
     assert info["tag"] == store["tag"] and info["dataset"] == "synthetic" and info["items"] == 300
     assert info["device"] == "cpu" and info["ranker"] == "fine-tuned" and info["task"] == "search"
+    assert info["gate"] == {"applied": False, "passed": None, "forced": False} and info["limits"]["max_batch_queries"] == 128
     assert info["metrics"]["valid"]["fine-tuned"]["ndcg@10"] == json.loads((store["run_dir"] / "metrics.json").read_text())["valid"]["fine-tuned"]["ndcg@10"]
 
 

@@ -93,3 +93,21 @@ grid:
     assert (out / done[0] / "metrics.json").stat().st_mtime_ns == stamp
     board = pd.read_csv(out / "leaderboard.csv")
     assert len(board) == 3 and (board["status"] == "finished").all()
+
+
+def test_a_recommendation_leaderboard_shows_only_baselines_as_baselines(tmp_path):
+    "The model's own rankers (every name `model_rankers` builds) are never listed as baselines of a run."
+    from recnb.evaluate import MODEL_RANKERS, REC_RANKERS
+    from recnb.sweep import leaderboard
+    out = tmp_path / "recs"
+    run = out / "shoppers"
+    run.mkdir(parents=True)
+    (run / "status.json").write_text(json.dumps({"status": "finished"}))
+    rankers = [*REC_RANKERS, "fine-tuned", "fine-tuned-items", "fine-tuned+co-occurrence"]
+    scores = {r: {"ndcg@10": 0.1 + 0.01 * i} for i, r in enumerate(rankers)}
+    (run / "metrics.json").write_text(json.dumps({"model": "fine-tuned+co-occurrence", "selection_metric": "ndcg@10",
+                                                  "valid": scores, "test": scores}))
+    row = leaderboard(out, write=False).iloc[0]
+    assert row["model"] == "fine-tuned+co-occurrence"
+    shown = sorted(c.removeprefix("valid ndcg@10 ") for c in row.index if c.startswith("valid ndcg@10 "))
+    assert shown == sorted(REC_RANKERS) and not set(shown) & set(MODEL_RANKERS)
