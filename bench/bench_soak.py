@@ -2,8 +2,8 @@
 
 python bench/bench_soak.py --model recnb:TAG [--rate 20] [--duration 600] [--kill-at 300] [--json out.json]
 An open-model load (request i is sent at i/rate s whatever the answers do) of the package's own test queries on
-127.0.0.1. Reports errors by class (inside and outside the recovery window), the recovery time (from the kill to the
-first answered request after which every request succeeds), p50/p99 before the kill and after recovery, and every
+127.0.0.1. Reports errors by class inside and outside the recovery window (requests in flight at the kill or sent after it,
+until recovery), the recovery time (from the kill to the first request sent after which every request succeeds), p50/p99 before the kill and after recovery, and every
 worker's RSS sampled every 10 s (flat: within 10 % after a warm-up). The server is started and stopped by its PID.
 """
 from __future__ import annotations
@@ -69,9 +69,10 @@ def summarise(raw: dict, warmup_s: float) -> dict:
     failed_after = [t for t, _, o in results if o != "200" and t >= kill_t]
     last_failure = max(failed_after, default=kill_t)
     recovered = min((t for t, _, o in results if o == "200" and t > last_failure), default=None)
-    window = (kill_t, recovered if recovered is not None else float("inf"))
-    inside = [o for t, _, o in results if window[0] <= t < window[1] and o != "200"]
-    outside = [o for t, _, o in results if not window[0] <= t < window[1] and o != "200"]
+    end = recovered if recovered is not None else float("inf")
+    def in_window(sent, latency_ms): return sent + latency_ms / 1000 >= kill_t and sent < end   # in flight at the kill or sent after it
+    inside = [o for t, l, o in results if in_window(t, l) and o != "200"]
+    outside = [o for t, l, o in results if not in_window(t, l) and o != "200"]
     def classes(outcomes): return {o: outcomes.count(o) for o in sorted(set(outcomes))}
     def percentiles(rows):
         ms = np.array([l for _, l, o in rows if o == "200"])
@@ -100,6 +101,7 @@ def main():
     p.add_argument("--duration", type=float, default=600)
     p.add_argument("--kill-at", type=float, default=300)
     p.add_argument("--warmup", type=float, default=60, help="seconds after the start and after recovery left out of p99 and RSS")
+    p.add_argument("--workers", type=int, default=1, help="RECNB_WORKERS: service processes (one is killed)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     import bentoml
@@ -110,10 +112,10 @@ def main():
     queries = data.queries_in("test")["query"].astype(str).tolist()
     log = (args.json.with_suffix(".log") if args.json else Path("bench_soak.log"))
     server = Server(["python", "-m", "bentoml", "serve", "service:RecnbService", "--host", "127.0.0.1"],
-                    {"RECNB_MODEL": args.model}, ROOT / "bentos", log)
+                    {"RECNB_MODEL": args.model, "RECNB_WORKERS": str(args.workers)}, ROOT / "bentos", log)
     try: raw = asyncio.run(soak(server.url, queries, args.rate, args.duration, args.kill_at, server.proc.pid))
     finally: server.stop()
-    summary = {"machine": machine_name(), "model": args.model, "items": info["items"], "rate": args.rate,
+    summary = {"machine": machine_name(), "model": args.model, "items": info["items"], "rate": args.rate, "workers": args.workers,
                "duration_s": args.duration, **summarise(raw, args.warmup)}
     print(json.dumps({k: v for k, v in summary.items() if k != "rss"}, indent=1))
     for pid, r in summary["rss"].items(): print(f"worker {pid} from t={r['first_t']} s: RSS MB {r['mb']} (spread after warm-up {r['settled_spread']})")
