@@ -11,10 +11,11 @@ from recnb.baselines import Ranking
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
-from recnb.gateway import ApiKeyMiddleware, exit_with_parent, install_edge, quiet_rejections
+from recnb.bentoml_hooks import exit_with_parent, install_edge, quiet_rejections
+from recnb.gateway import ApiKeyMiddleware
 from recnb.serving import (MAX_K, Answer, PackagedModel, QueryBatcher, Ranked, RecommendBody, RequestError, SearchBatchBody,
                            SearchBody, SimilarBody)
-from recnb.monitoring import OperationalMiddleware, ServiceMonitor
+from recnb.monitoring import OperationalMiddleware, ServiceMonitor, count_rejected
 
 MODEL_TAG = os.environ.get("RECNB_MODEL", "recnb:latest")
 API_KEY = os.environ.get("RECNB_API_KEY") or None
@@ -44,7 +45,7 @@ def refusal() -> str | None:
     return "the service is starting" if service is None else service.refusal
 
 
-install_edge(refusal)   # before BentoML builds its app: the guard and error bodies go outside BentoML's own middlewares
+install_edge(refusal, count_rejected if MONITORING else lambda route, status: None)  # before BentoML builds its app: outside its middlewares
 quiet_rejections()
 
 

@@ -121,6 +121,27 @@ class RecData:
         h.update(json.dumps(self.sequences, sort_keys=True).encode())
         return h.hexdigest()[:16]
 
+# %% ../nbs/02_data.ipynb #e5f9c2d1
+def _from(source: str) -> str: return f"; from {source}" if source else ""
+
+def _catalog_repr(self: Catalog) -> str:
+    return f"Catalog({len(self):,} items; text fields: {', '.join(self.text_fields) or 'none'})"
+
+def _search_repr(self: SearchData) -> str:
+    counts = self.queries["split"].value_counts()
+    splits = " · ".join(f"{s} {counts.get(s, 0):,}" for s in SPLITS)
+    return (f"SearchData({self.name!r}: {len(self.catalog):,} items, {len(self.queries):,} queries ({splits}), "
+            f"{len(self.judgements):,} judgements{_from(self.source)})")
+
+def _rec_repr(self: RecData) -> str:
+    return (f"RecData({self.name!r}: {len(self.catalog):,} items, {len(self.sequences):,} shoppers, "
+            f"{self.n_interactions:,} interactions{_from(self.source)})")
+
+def _split_repr(self: RecSplit) -> str:
+    return f"RecSplit({len(self.train):,} training sequences, {len(self.valid):,} validation and {len(self.test):,} test pairs)"
+
+Catalog.__repr__, SearchData.__repr__, RecData.__repr__, RecSplit.__repr__ = _catalog_repr, _search_repr, _rec_repr, _split_repr
+
 # %% ../nbs/02_data.ipynb #e7c98fce
 def task_of(data: SearchData | RecData) -> str:
     "`search` or `recommendation`: what a dataset bundle is for."

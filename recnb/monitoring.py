@@ -13,9 +13,9 @@ from .gateway import API_PATHS
 
 # %% auto #0
 __all__ = ['SCORE_BUCKETS', 'LENGTH_BUCKETS', 'DRIFT_SIGNALS', 'SERIES', 'RESULTS_RETURNED', 'EMPTY_RESULTS', 'TOP_SCORE',
-           'QUERY_LENGTH', 'MODEL_INFO', 'QUERY_DRIFT', 'QUERY_DRIFT_RATIO', 'ANOMALY_SCORE', 'ANOMALY',
-           'DriftReference', 'DriftMonitor', 'EwmaDetector', 'OperationalMonitor', 'OperationalMiddleware',
-           'ServiceMonitor']
+           'QUERY_LENGTH', 'MODEL_INFO', 'QUERY_DRIFT', 'QUERY_DRIFT_RATIO', 'ANOMALY_SCORE', 'ANOMALY', 'REJECTED',
+           'count_rejected', 'DriftReference', 'DriftMonitor', 'EwmaDetector', 'OperationalMonitor',
+           'OperationalMiddleware', 'ServiceMonitor']
 
 # %% ../nbs/20_monitoring.ipynb #9e6433c6
 SCORE_BUCKETS = (-1.0, -0.5, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
@@ -34,6 +34,14 @@ QUERY_DRIFT_RATIO = Gauge("recnb_query_drift_ratio", "Drift statistic divided by
                           ["signal", "arm"], multiprocess_mode="mostrecent")
 ANOMALY_SCORE = Gauge("recnb_anomaly_score", "EWMA control-chart score of the last interval", ["series", "arm"], multiprocess_mode="mostrecent")
 ANOMALY = Gauge("recnb_anomaly", "1 while the last interval is anomalous", ["series", "arm"], multiprocess_mode="max")
+REJECTED = Counter("recnb_rejected_requests", "Requests refused at the service's edge, before BentoML parsed them", ["endpoint", "status"])
+
+def count_rejected(
+    route: str,    # the request's route label (`recnb.gateway.metric_path`: unknown paths share one)
+    status: int,   # the status the edge answered
+) -> None:
+    "Count a request `recnb.gateway.RequestGuard` refused (malformed media, too large, unknown path, refused package)."
+    REJECTED.labels(route, str(status)).inc()
 
 # %% ../nbs/20_monitoring.ipynb #55e33911
 def _psi(sample: np.ndarray, edges: np.ndarray, expected: np.ndarray) -> float:

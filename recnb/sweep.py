@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_sweep.ipynb #e15e8333
 from __future__ import annotations
-import itertools, json, os, subprocess, sys, time, traceback
+import itertools, json, os, subprocess, sys, threading, time, traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
@@ -15,8 +15,8 @@ from .evaluate import MODEL_RANKERS
 from .params import ParamsError, StrictModel, read_yaml, set_dotted, validate_params
 
 # %% auto #0
-__all__ = ['PROJECT_TEMPLATE', 'SweepSpec', 'expand', 'experiment_notebook', 'run_with_papermill', 'sweep_dir', 'run_sweep',
-           'leaderboard', 'pick_winner']
+__all__ = ['PROJECT_TEMPLATE', 'SweepSpec', 'expand', 'experiment_notebook', 'run_with_papermill', 'sweep_dir', 'sweep_progress',
+           'run_sweep', 'leaderboard', 'pick_winner']
 
 # %% ../nbs/17_sweep.ipynb #5c22d90a
 class SweepSpec(StrictModel):
@@ -139,6 +139,18 @@ def sweep_dir(sweep_path: str | Path, spec: SweepSpec | None = None) -> Path:
     name = (spec.name if spec and spec.name else None) or Path(sweep_path).stem
     return Path(load_settings().runs_dir) / name
 
+def sweep_progress(
+    done: int,        # runs ended (finished or failed)
+    total: int,       # runs this call runs
+    elapsed_s: float, # since the first started
+) -> str:
+    "Runs done and left, and the time left at the pace so far."
+    left = total - done
+    return f"{done}/{total} done, {left} left" + (f", about {_duration(elapsed_s / done * left)} to go" if left and done else "")
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
 def run_sweep(
     sweep_path: str | Path,        # the sweep file
     out: str | Path | None = None, # the sweep folder; runs_dir/<name> by default
@@ -158,13 +170,15 @@ def run_sweep(
         if resume and _status(out / entry["name"]).get("status") == "finished" and (out / entry["name"] / "metrics.json").is_file():
             echo(f"skip {entry['name']} (finished)"); continue
         todo.append(entry)
+    started, done, lock = time.perf_counter(), [0], threading.Lock()
     def one(entry):
         echo(f"start {entry['name']}")
         try: status = _run_set(entry, out, kernel)
         except Exception as e:  # a failure of the bookkeeping itself is recorded too
             status = {"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
             write_json(out / entry["name"] / "status.json", status)
-        echo(f"{status['status']:8s} {entry['name']}" + (f": {status.get('error', '')[:300]}" if status["status"] != "finished" else ""))
+        with lock: done[0] += 1; progress = sweep_progress(done[0], len(todo), time.perf_counter() - started)
+        echo(f"{status['status']:8s} {entry['name']} [{progress}]" + (f": {status.get('error', '')[:300]}" if status["status"] != "finished" else ""))
         return status
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool: list(pool.map(one, todo))
     board = leaderboard(out)

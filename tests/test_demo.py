@@ -4,6 +4,9 @@ import httpx
 import yaml
 from conftest import ROOT, free_port
 
+import pytest
+pytestmark = pytest.mark.integration  # the whole kit: papermill, bentoml serve
+
 
 def test_demo_runs_every_stage_and_stops_the_service(tmp_path):
     sweep = tmp_path / "sweep.yaml"

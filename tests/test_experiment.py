@@ -37,6 +37,7 @@ def first_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.integration  # papermill
 def test_papermill_run_writes_the_run_directory(first_run):
     names = {p.name for p in first_run.iterdir()}
     assert {"params.yaml", "executed.ipynb", "metrics.json", "manifest.json", "model", "index", "history.json", "wandb"} <= names
@@ -56,6 +57,7 @@ def test_papermill_run_writes_the_run_directory(first_run):
     assert "parameters" in tags[at - 1], "papermill injects right after the cell tagged `parameters` (kept by nbdev-clean)"
 
 
+@pytest.mark.integration  # papermill
 def test_run_reproduces_from_its_params_yaml(first_run, tmp_path):
     again = tmp_path / "again"
     out = recnb("run", first_run / "params.yaml", "--run-dir", again)
@@ -68,6 +70,7 @@ def test_run_reproduces_from_its_params_yaml(first_run, tmp_path):
                    {k: v for k, v in second[split][ranker].items() if k != "seconds"}, (split, ranker)
 
 
+@pytest.mark.integration  # papermill
 def test_experiment_notebook_passes_nbval():
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider",
                           "--nbval-kernel-name", "recnb", str(ROOT / "nbs" / "experiment.ipynb")],

@@ -7,6 +7,8 @@ import httpx
 import pytest
 from conftest import ROOT, Process, free_port, recnb_cli as recnb, serve
 
+pytestmark = pytest.mark.integration  # real bentoml serve processes
+
 API_KEY = "hardening-key-51c2"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 ERROR_KEYS = {"error", "status", "problems"}

@@ -165,7 +165,7 @@ def bm25_test_run(homedepot):
     return {q: ids[d[s > 0]].tolist() for q, d, s in zip(queries["query_id"], docs, scores)}
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaTypeSafetyWarning")  # ranx hashes ids to uint64
 def test_agrees_with_ranx_on_homedepot_bm25(homedepot, bm25_test_run):
     from ranx import Qrels, Run, evaluate as ranx_evaluate

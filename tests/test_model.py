@@ -139,7 +139,7 @@ def _ddp_script(out: Path) -> str:
     """)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_ddp_on_two_cpu_processes_validates_once_and_saves_one_model(tmp_path):
     import math, signal
     from recnb.encoder import Encoder

@@ -7,6 +7,8 @@ import pytest
 import yaml
 from conftest import ROOT, Process, dataset_dir, free_port, serve
 
+pytestmark = pytest.mark.integration  # a real bentoml serve and Prometheus
+
 WINDOW = 40
 
 

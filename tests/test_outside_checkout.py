@@ -14,7 +14,7 @@ def run(*args, cwd, env, timeout=900):
     return out
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_wheel_outside_the_checkout_scaffolds_runs_and_packages(tmp_path):
     wheels = tmp_path / "wheels"
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, ROOT, cwd=tmp_path, env=os.environ)

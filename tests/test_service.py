@@ -5,6 +5,8 @@ import httpx
 import pytest
 from conftest import ROOT, recnb_cli as recnb, serve
 
+pytestmark = pytest.mark.integration  # a real bentoml serve and bentoml build
+
 API_KEY = "test-key-7f3a"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 

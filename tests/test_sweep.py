@@ -24,6 +24,7 @@ def recnb(*args, timeout=1200):
                           timeout=timeout, cwd=ROOT)
 
 
+@pytest.mark.integration  # papermill
 def test_broken_set_is_recorded_and_others_finish(tmp_path):
     sweep = _sweep(tmp_path, """name: broken-sweep
 base: base.yaml
@@ -55,6 +56,7 @@ gate: {bm25: -1.0}
     assert winner["winner"] == best == board["run"][0] and winner["passed"]
 
 
+@pytest.mark.integration  # papermill
 def test_gate_refuses_a_winner_that_does_not_beat_baselines(tmp_path):
     sweep = _sweep(tmp_path, """name: gated
 base: base.yaml
@@ -69,6 +71,7 @@ gate: {bm25: 0.99}
     assert again.returncode == 1 and "FAIL" in again.stdout
 
 
+@pytest.mark.integration  # papermill
 def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
     sweep = _sweep(tmp_path, """name: resumable
 base: base.yaml
