@@ -29,7 +29,7 @@ class Server:
     def __init__(self, command: list[str], env: dict, cwd: Path, log: Path):
         self.port = free_port()
         self.log = open(log, "w")
-        self.proc = subprocess.Popen([*command, *(["--port", str(self.port)] if "bentoml" in command else [str(self.port)])],
+        self.proc = subprocess.Popen([*command, *(["--port", str(self.port)] if {"bentoml", "recnb.cli"} & set(command) else [str(self.port)])],
                                      cwd=cwd, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self.url = f"http://127.0.0.1:{self.port}"

@@ -1,6 +1,6 @@
 """Soak and chaos: /search at a steady rate for a long time, one worker killed with SIGKILL in the middle.
 
-python bench/bench_soak.py --model recnb:TAG [--rate 20] [--duration 600] [--kill-at 300] [--json out.json]
+python bench/bench_soak.py --model recnb:TAG [--rate 20] [--duration 600] [--kill-at 300] [--server recnb|bentoml] [--json out.json]
 An open-model load (request i is sent at i/rate s whatever the answers do) of the package's own test queries on
 127.0.0.1. Reports errors by class inside and outside the recovery window (requests in flight at the kill or sent after it,
 until recovery), the recovery time (from the kill to the first request sent after which every request succeeds), p50/p99 before the kill and after recovery, and every
@@ -102,6 +102,8 @@ def main():
     p.add_argument("--kill-at", type=float, default=300)
     p.add_argument("--warmup", type=float, default=60, help="seconds after the start and after recovery left out of p99 and RSS")
     p.add_argument("--workers", type=int, default=1, help="RECNB_WORKERS: service processes (one is killed)")
+    p.add_argument("--server", choices=["recnb", "bentoml"], default="recnb",
+                   help="recnb serve (a dead worker noticed within 1 s) or plain bentoml serve (within 10 s)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     import bentoml
@@ -111,11 +113,12 @@ def main():
     data = load_run_data(load_params(Path(info["run_dir"]) / "params.yaml"))
     queries = data.queries_in("test")["query"].astype(str).tolist()
     log = (args.json.with_suffix(".log") if args.json else Path("bench_soak.log"))
-    server = Server(["python", "-m", "bentoml", "serve", "service:RecnbService", "--host", "127.0.0.1"],
-                    {"RECNB_MODEL": args.model, "RECNB_WORKERS": str(args.workers)}, ROOT / "bentos", log)
+    command = {"recnb": ["python", "-m", "recnb.cli", "serve", args.model, "--host", "127.0.0.1"],
+               "bentoml": ["python", "-m", "bentoml", "serve", "service:RecnbService", "--host", "127.0.0.1"]}[args.server]
+    server = Server(command, {"RECNB_MODEL": args.model, "RECNB_WORKERS": str(args.workers)}, ROOT / "bentos", log)
     try: raw = asyncio.run(soak(server.url, queries, args.rate, args.duration, args.kill_at, server.proc.pid))
     finally: server.stop()
-    summary = {"machine": machine_name(), "model": args.model, "items": info["items"], "rate": args.rate, "workers": args.workers,
+    summary = {"machine": machine_name(), "model": args.model, "items": info["items"], "rate": args.rate, "workers": args.workers, "server": args.server,
                "duration_s": args.duration, **summarise(raw, args.warmup)}
     print(json.dumps({k: v for k, v in summary.items() if k != "rss"}, indent=1))
     for pid, r in summary["rss"].items(): print(f"worker {pid} from t={r['first_t']} s: RSS MB {r['mb']} (spread after warm-up {r['settled_spread']})")

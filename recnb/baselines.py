@@ -4,8 +4,10 @@
 
 # %% ../nbs/10_baselines.ipynb #a31e1b65
 from __future__ import annotations
+import json
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 import numpy as np
 import torch
@@ -42,15 +44,42 @@ class BM25Ranker:
         stopwords: str | None = "en",     # stop-word list, or None
     ):
         import bm25s
+        self._tokenise_as(catalog, stemmer, stopwords)
+        tokens = bm25s.tokenize(catalog.texts(), stopwords=stopwords, stemmer=self._stemmer, show_progress=False)
+        self.retriever = bm25s.BM25(k1=k1, b=b)
+        self.retriever.index(tokens, show_progress=False)
+
+    def _tokenise_as(self, catalog: Catalog, stemmer: str | None, stopwords: str | None):
         self.catalog, self.ids = catalog, np.array(catalog.ids, dtype=object)
+        self._settings = {"stemmer": stemmer, "stopwords": stopwords, "items": len(self.ids)}
         self._stopwords = stopwords
         if stemmer:
             import Stemmer
             self._stemmer = Stemmer.Stemmer(stemmer)
         else: self._stemmer = None
-        tokens = bm25s.tokenize(catalog.texts(), stopwords=stopwords, stemmer=self._stemmer, show_progress=False)
-        self.retriever = bm25s.BM25(k1=k1, b=b)
-        self.retriever.index(tokens, show_progress=False)
+
+    def save(self, path: str | Path):
+        "Write the index to folder `path` (bm25s' own arrays and vocabulary, no pickles) for `BM25Ranker.load`."
+        path = Path(path)
+        self.retriever.save(path, show_progress=False)
+        (path / "tokeniser.json").write_text(json.dumps(self._settings))
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,   # a folder written by `save`
+        catalog: Catalog,   # the catalog it indexed, items in the same order
+    ) -> BM25Ranker:
+        "The ranker `save` wrote, without indexing the catalog again."
+        import bm25s
+        path = Path(path)
+        settings = json.loads((path / "tokeniser.json").read_text())
+        if settings["items"] != len(catalog):
+            raise ValueError(f"{path}: a BM25 index of {settings['items']:,} items, not of this catalog's {len(catalog):,}")
+        ranker = cls.__new__(cls)
+        ranker._tokenise_as(catalog, settings["stemmer"], settings["stopwords"])
+        ranker.retriever = bm25s.BM25.load(path, show_progress=False, verbosity=0)
+        return ranker
 
     def rank(self, queries: Sequence[str], k: int = 100) -> Ranking:
         "The top `k` items for each query (fewer if fewer items share a term with it)."

@@ -196,7 +196,7 @@ def package(
     except PackageError as e: _fail(f"error: {e}")
     import bentoml
     typer.echo(f"packaged {tag}\n  model card: {Path(bentoml.models.get(tag).path) / 'README.md'}\n"
-               f"  serve it:   cd bentos && RECNB_MODEL={tag} bentoml serve service:RecnbService")
+               f"  serve it:   recnb serve {tag}   (or: cd bentos && RECNB_MODEL={tag} bentoml serve service:RecnbService)")
     typer.echo(tag)
 
 
@@ -211,6 +211,30 @@ def verify(tag: str = typer.Argument("recnb:latest", help="a BentoML model tag w
     except PackageRefused as e: _fail(f"refused: {e}")
     forced = " (packaged with --force past a failed gate)" if info.get("forced") else ""
     typer.echo(f"verified {tag}: {len(info['files'])} files match their sha256, {info['items']:,} unit-length item vectors{forced}")
+
+
+@app.command()
+def serve(
+    tag: str = typer.Argument("recnb:latest", help="the packaged model (a BentoML tag written by `recnb package`)"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
+    port: int = typer.Option(3000, help="port to listen on"),
+    workers: Optional[int] = typer.Option(None, help="worker processes (RECNB_WORKERS; 1 when neither is set)"),
+    worker_check_s: float = typer.Option(1.0, help="how often a dead worker is noticed and restarted (BentoML's own: every 10 s)"),
+):
+    "Serve a packaged model: `bentoml serve service:RecnbService` from the project's bentos/ folder, a dead worker restarted within a second."
+    import os
+    import bentoml
+    from recnb.bentoml_hooks import serve as serve_bentoml
+    from recnb.config import find_settings_file
+    try: bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound: _fail(f"error: no model {tag!r} in the BentoML store (BENTOML_HOME); `bentoml models list` shows them")
+    bentos = (find_settings_file() or Path.cwd()).parent / "bentos"
+    if not (bentos / "service.py").is_file(): _fail(f"error: no {bentos / 'service.py'}; run recnb serve inside a recnb project (`recnb new` makes one)")
+    if worker_check_s <= 0: _fail("error: --worker-check-s must be positive")
+    os.environ["RECNB_MODEL"] = tag
+    if workers is not None: os.environ["RECNB_WORKERS"] = str(workers)
+    os.chdir(bentos)
+    serve_bentoml(["service:RecnbService", "--host", host, "--port", str(port)], worker_check_s)
 
 
 @app.command()
@@ -262,10 +286,9 @@ def demo(
     info_run_dir = json.loads((Path(bentoml.models.get(tag).path) / "package.json").read_text())["run_dir"]
     card = Path(bentoml.models.get(tag).path) / "README.md"
     typer.echo(f"packaged {tag}; model card: {card}")
-    stage(f"3/5 start the service: bentoml serve service:RecnbService on 127.0.0.1:{port}")
+    stage(f"3/5 start the service: recnb serve {tag} (bentoml serve service:RecnbService) on 127.0.0.1:{port}")
     log = out / "service.log"
-    server = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "service:RecnbService", "--host", "127.0.0.1",
-                               "--port", str(port)], cwd=root / "bentos", env={**os.environ, "RECNB_MODEL": tag},
+    server = subprocess.Popen([sys.executable, "-m", "recnb.cli", "serve", tag, "--port", str(port)], cwd=root,
                               stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -173,6 +173,7 @@ def package(
     "Store a finished run as a new version of BentoML model `name`; returns its tag."
     import bentoml
     from safetensors.torch import save_file
+    from recnb.baselines import BM25Ranker
     from recnb.data import task_of
     from recnb.encoder import Encoder
     from recnb.evaluate import model_rankers
@@ -214,6 +215,7 @@ def package(
         target = Path(stored.path)
         shutil.copytree(run_dir / "model", target / "model")
         shutil.copytree(run_dir / "index", target / "index")
+        if metrics["model"] == "fine-tuned+bm25": BM25Ranker(data.catalog).save(target / "bm25")  # the service loads it, not indexing again
         _catalog_table(data.catalog).to_parquet(target / "catalog.parquet", index=False)
         if task == "recommendation": write_json(target / "sequences.json", data.split().train)  # for co-occurrence
         save_file(tensors, str(target / "reference.safetensors"))

@@ -12,7 +12,7 @@ from typing import Annotated, Sequence
 import pandas as pd
 import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
-from .baselines import CooccurrenceRanker, DenseRanker, Ranking, fuse, ranking_of
+from .baselines import BM25Ranker, CooccurrenceRanker, DenseRanker, Ranking, fuse, ranking_of
 from .data import Catalog
 from .deploy import verify_package
 from .evaluate import model_rankers
@@ -113,9 +113,10 @@ class PackagedModel:
         cooccurrence = None
         if self.info["ranker"] == "fine-tuned+co-occurrence":  # built from the run's training sequences, as evaluated
             cooccurrence = CooccurrenceRanker(json.loads((self.path / "sequences.json").read_text()))
+        bm25 = BM25Ranker.load(self.path / "bm25", self.catalog) if (self.path / "bm25").is_dir() else None  # older packages: indexed here
         rankers = model_rankers(self.info["task"], self.encoder, self.index, self.catalog, self.info.get("history_items", 3),
                                 fuse_with_bm25=self.info["ranker"] == "fine-tuned+bm25", fusion=self.info["fusion"],
-                                cooccurrence=cooccurrence)
+                                bm25=bm25, cooccurrence=cooccurrence)
         self.ranker = rankers[self.info["ranker"]]
         self.hybrid = rankers.get("fine-tuned+bm25")
         self.recommender = (self.ranker if self.info["task"] == "recommendation"  # a search model recommends by item vectors

@@ -311,7 +311,7 @@ def _running(pid: int) -> bool:
     except FileNotFoundError: return False
 
 
-def test_https_and_a_clean_restart_after_kill_9_of_the_main_process(packaged, tmp_path):
+def test_https_a_clean_restart_after_kill_9_of_the_main_process_and_a_dead_worker_replaced(packaged, tmp_path):
     import ssl
     cert, key = _self_signed(tmp_path)
     trust = ssl.create_default_context(cafile=str(cert))
@@ -342,5 +342,23 @@ def test_https_and_a_clean_restart_after_kill_9_of_the_main_process(packaged, tm
         try: os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError: pass
     plain = {k: v for k, v in env.items() if not k.startswith("RECNB_TLS_")}
-    restarted = Process(command, plain, ROOT / "bentos", tmp_path / "restart.log", f"http://127.0.0.1:{port}/readyz")  # the same port, free again
-    restarted.stop()
+    restarted = Process([sys.executable, "-m", "recnb.cli", "serve", packaged["tag"], "--port", str(port)], plain, ROOT,
+                        tmp_path / "restart.log", f"http://127.0.0.1:{port}/readyz")  # the same port, free again
+    try:   # recnb serve replaces a dead worker within a second (BentoML's own check: every 10 s)
+        [worker] = _workers(restarted.proc.pid)
+        os.kill(worker, signal.SIGKILL); killed = time.time()
+        while not (replaced := [p for p in _workers(restarted.proc.pid) if p != worker]) and time.time() - killed < 5: time.sleep(0.05)
+        assert replaced and time.time() - killed < 3, f"no new worker {time.time() - killed:.1f} s after the kill"
+        while time.time() - killed < 90:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200: break
+            except httpx.HTTPError: pass
+            time.sleep(0.25)
+        assert httpx.post(f"http://127.0.0.1:{port}/search", json={"query": "drill", "k": 2}, timeout=30).status_code == 200
+    finally: restarted.stop()
+
+
+def _workers(server: int) -> list[int]:
+    "The service's worker processes under a server process."
+    children = subprocess.run(["pgrep", "-P", str(server)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in children if _running(int(p)) and b"worker" in Path(f"/proc/{p}/cmdline").read_bytes()]
