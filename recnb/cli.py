@@ -4,6 +4,9 @@ import json
 from pathlib import Path
 from typing import Optional
 import typer
+from recnb.cli_ab import ab
+from recnb.cli_common import fail, report_winner, sweep_and_gate
+from recnb.cli_demo import demo
 
 DATASETS_HELP = ("dataset: synthetic, synthetic-rec, homedepot, wands, amazon-scientific, amazon-beauty, or table "
                  "(--path: a CSV/TSV/parquet file with one judged pair per row; columns named by --query-col, --item-id-col, "
@@ -26,7 +29,7 @@ def _table_kw(name, query_col, item_id_col, text_cols, grade_col, gains, gain_of
           "gain_offset": gain_offset, "duplicates": duplicates}
     if gains:
         try: kw["gains"] = {label: float(g) for label, g in (pair.split("=", 1) for pair in gains.split(","))}
-        except ValueError: _fail(f"error: --gains takes label=gain pairs separated by commas, e.g. Exact=2,Partial=1,Irrelevant=0; got {gains!r}")
+        except ValueError: fail(f"error: --gains takes label=gain pairs separated by commas, e.g. Exact=2,Partial=1,Irrelevant=0; got {gains!r}")
     return kw
 
 
@@ -47,7 +50,7 @@ def data(
     from recnb.tables import DataError
     kw = _table_kw(name, query_col, item_id_col, text_cols, grade_col, gains, gain_offset, duplicates)
     try: bundle = load_dataset(name, path, seed=seed, **kw)
-    except (DataError, ValueError) as e: _fail(f"error: {e}")
+    except (DataError, ValueError) as e: fail(f"error: {e}")
     typer.echo(json.dumps(summarize(bundle), indent=2))
 
 
@@ -74,10 +77,10 @@ def evaluate(
     try:
         kw = _table_kw(name, query_col, item_id_col, text_cols, grade_col, gains, gain_offset, duplicates)
         data = load_dataset(name, path, seed=seed, **kw)
-    except (DataError, ValueError) as e: _fail(f"error: {e}")
+    except (DataError, ValueError) as e: fail(f"error: {e}")
     rec = isinstance(data, RecData)
     chosen = [r for r in rankers.split(",") if r] or (REC_RANKERS if rec else SEARCH_RANKERS)
-    if rec and max_items: _fail("error: --max-items slices search catalogs only")
+    if rec and max_items: fail("error: --max-items slices search catalogs only")
     if not rec and max_items: data = sample_search_data(data, max_items, seed)
     try:
         encoder = None
@@ -85,7 +88,7 @@ def evaluate(
             from recnb.encoder import Encoder
             encoder = Encoder(model)
         built = (rec_rankers if rec else search_rankers)(data, chosen, encoder)  # each refuses the other task's names
-    except ValueError as e: _fail(f"error: {e}")
+    except ValueError as e: fail(f"error: {e}")
     results = evaluate_recommendation(data, built, split) if rec else evaluate_search(data, built, split, gain=gain)
     summary = summarize(data)
     typer.echo(f"{name}: {summary['items']:,} items, split '{split}'" + (f", {len(data.queries_in(split)):,} queries" if not isinstance(data, RecData) else f", {summary['users']:,} shoppers"))
@@ -95,17 +98,12 @@ def evaluate(
         json_out.write_text(json.dumps({"dataset": name, "split": split, "items": summary["items"], "results": results}, indent=2))
 
 
-def _fail(message: str, code: int = 2):
-    typer.secho(message, fg="red", err=True)
-    raise typer.Exit(code)
-
-
 def _parse_sets(sets: list[str]) -> dict:
     import yaml
     from recnb.params import ParamsLoader
     out = {}
     for item in sets:
-        if "=" not in item: _fail(f"error: --set takes key=value, got {item!r}")
+        if "=" not in item: fail(f"error: --set takes key=value, got {item!r}")
         key, value = item.split("=", 1)
         out[key.strip()] = yaml.load(value, Loader=ParamsLoader)
     return out
@@ -124,11 +122,11 @@ def run_command(
     from recnb.sweep import run_with_papermill
     overrides = _parse_sets(set_)
     try: params = load_params(params_file, overrides)
-    except ParamsError as e: _fail(f"error: {e}")
+    except ParamsError as e: fail(f"error: {e}")
     run_dir = run_dir or Path(load_settings().runs_dir) / params.name
     typer.echo(f"recnb run {params.name!r} → {run_dir}")
     code = run_with_papermill(params_file, run_dir, kernel, overrides=overrides)
-    if code: _fail(f"run failed (papermill exit code {code}); the executed notebook is {run_dir / 'executed.ipynb'}", code)
+    if code: fail(f"run failed (papermill exit code {code}); the executed notebook is {run_dir / 'executed.ipynb'}", code)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     from recnb.metrics import metric_table
     typer.echo(f"model: {metrics['model']}\n" + metric_table(metrics["valid"]).to_string())
@@ -143,35 +141,16 @@ def sweep(
     kernel: Optional[str] = typer.Option(None, help="Jupyter kernel; the kernel_name setting when omitted"),
 ):
     "Run every parameter set of a sweep, rank them on validation, pick the winner and apply the gate."
-    import time
-    from recnb.params import ParamsError
-    from recnb.sweep import pick_winner, run_sweep, sweep_dir, expand
-    try: spec, _ = expand(sweep_file)
-    except ParamsError as e: _fail(f"error: {e}")
-    out = out or sweep_dir(sweep_file, spec)
-    start = time.time()
-    board = run_sweep(sweep_file, out, jobs=jobs, resume=resume, kernel=kernel, echo=typer.echo)
-    typer.echo(board.to_string())
-    typer.echo(f"sweep took {time.time() - start:.0f} s")
-    _report_winner(pick_winner(out))
+    sweep_and_gate(sweep_file, jobs=jobs, resume=resume, out=out, kernel=kernel)
 
 
-def _report_winner(verdict: dict):
-    if verdict["winner"] is None: _fail(f"no winner: {verdict.get('reason')}", 1)
-    typer.echo(f"winner: {verdict['winner']} ({verdict['model']}), valid {verdict['metric']} {verdict['valid']:.4f}, test {verdict['test']:.4f}")
-    for check in verdict["gate"]:
-        if "baseline_valid" in check:
-            typer.echo(f"  gate vs {check['baseline']}: {check['model_valid']:.4f} ≥ {check['baseline_valid']:.4f} + {check['margin']} → {'pass' if check['passed'] else 'FAIL'}")
-        else: typer.echo(f"  gate vs {check['baseline']}: FAIL ({check['reason']})")
-    if not verdict["passed"]: _fail("the winner does not pass the gate: refused", 1)
-    typer.echo("gate: passed")
 
 
 @app.command()
 def leaderboard(out: Path = typer.Argument(..., help="a sweep folder")):
     "Print (and rewrite) a sweep's leaderboard, sorted by the validation metric."
     from recnb.sweep import leaderboard as board
-    if not out.is_dir(): _fail(f"error: {out} is not a sweep folder")
+    if not out.is_dir(): fail(f"error: {out} is not a sweep folder")
     typer.echo(board(out).to_string())
     typer.echo(f"written: {out / 'leaderboard.csv'}, {out / 'leaderboard.png'}")
 
@@ -180,8 +159,8 @@ def leaderboard(out: Path = typer.Argument(..., help="a sweep folder")):
 def winner(out: Path = typer.Argument(..., help="a sweep folder")):
     "Name the sweep's winner (chosen on validation) and apply the gate; exit 1 if it fails."
     from recnb.sweep import pick_winner
-    if not out.is_dir(): _fail(f"error: {out} is not a sweep folder")
-    _report_winner(pick_winner(out))
+    if not out.is_dir(): fail(f"error: {out} is not a sweep folder")
+    report_winner(pick_winner(out))
 
 
 @app.command()
@@ -193,7 +172,7 @@ def package(
     "Store a finished run in BentoML's model store (BENTOML_HOME) with its index, catalog, monitoring reference and model card."
     from recnb.deploy import PackageError, package as package_run
     try: tag = package_run(path, force=force, name=name)
-    except PackageError as e: _fail(f"error: {e}")
+    except PackageError as e: fail(f"error: {e}")
     import bentoml
     typer.echo(f"packaged {tag}\n  model card: {Path(bentoml.models.get(tag).path) / 'README.md'}\n"
                f"  serve it:   recnb serve {tag}   (or: cd bentos && RECNB_MODEL={tag} bentoml serve service:RecnbService)")
@@ -206,9 +185,9 @@ def verify(tag: str = typer.Argument("recnb:latest", help="a BentoML model tag w
     import bentoml
     from recnb.verify import PackageRefused, verify_package
     try: path = bentoml.models.get(tag).path
-    except bentoml.exceptions.NotFound: _fail(f"error: no model {tag!r} in the BentoML store (BENTOML_HOME); `bentoml models list` shows them")
+    except bentoml.exceptions.NotFound: fail(f"error: no model {tag!r} in the BentoML store (BENTOML_HOME); `bentoml models list` shows them")
     try: info = verify_package(path)
-    except PackageRefused as e: _fail(f"refused: {e}")
+    except PackageRefused as e: fail(f"refused: {e}")
     forced = " (packaged with --force past a failed gate)" if info.get("forced") else ""
     typer.echo(f"verified {tag}: {len(info['files'])} files match their sha256, {info['items']:,} unit-length item vectors{forced}")
 
@@ -227,10 +206,10 @@ def serve(
     from recnb.bentoml_hooks import serve as serve_bentoml
     from recnb.config import find_settings_file
     try: bentoml.models.get(tag)
-    except bentoml.exceptions.NotFound: _fail(f"error: no model {tag!r} in the BentoML store (BENTOML_HOME); `bentoml models list` shows them")
+    except bentoml.exceptions.NotFound: fail(f"error: no model {tag!r} in the BentoML store (BENTOML_HOME); `bentoml models list` shows them")
     bentos = (find_settings_file() or Path.cwd()).parent / "bentos"
-    if not (bentos / "service.py").is_file(): _fail(f"error: no {bentos / 'service.py'}; run recnb serve inside a recnb project (`recnb new` makes one)")
-    if worker_check_s <= 0: _fail("error: --worker-check-s must be positive")
+    if not (bentos / "service.py").is_file(): fail(f"error: no {bentos / 'service.py'}; run recnb serve inside a recnb project (`recnb new` makes one)")
+    if worker_check_s <= 0: fail("error: --worker-check-s must be positive")
     os.environ["RECNB_MODEL"] = tag
     if workers is not None: os.environ["RECNB_WORKERS"] = str(workers)
     os.chdir(bentos)
@@ -246,7 +225,7 @@ def new(
     from dataclasses import fields
     from recnb.config import SECTION, SETTINGS_FILE, Settings
     from recnb.sweep import PROJECT_TEMPLATE
-    if directory.exists() and any(directory.iterdir()): _fail(f"error: {directory} exists and is not empty; choose a new folder")
+    if directory.exists() and any(directory.iterdir()): fail(f"error: {directory} exists and is not empty; choose a new folder")
     shutil.copytree(PROJECT_TEMPLATE, directory, dirs_exist_ok=True,  # links in a checkout, files in a wheel: copied as files
                     ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
     for template in directory.rglob("*.tmpl"): template.rename(template.with_suffix(""))  # kept out of the package's modules
@@ -259,74 +238,8 @@ def new(
                "then recnb package runs/sweep-default)")
 
 
-@app.command()
-def demo(
-    sweep_file: Optional[Path] = typer.Option(None, help="sweep file; the project's params/sweep-default.yaml when omitted"),
-    keep_serving: bool = typer.Option(False, help="leave the service running at the end (and say how to stop it)"),
-    port: int = typer.Option(3000, help="the service's port on 127.0.0.1"),
-):
-    "The whole kit on the embedded default: sweep → leaderboard → winner → gate → package → service → a few requests."
-    import os, signal, subprocess, sys, time
-    import httpx
-    from recnb.config import find_settings_file
-    from recnb.deploy import package as package_run
-    from recnb.sweep import expand, sweep_dir
-    root = (find_settings_file() or Path.cwd()).parent
-    sweep_file = sweep_file or root / "params" / "sweep-default.yaml"
-    start = time.perf_counter()
-    def stage(text): typer.secho(f"\n== [{time.perf_counter() - start:5.0f} s] {text}", bold=True)
-    stage(f"1/5 sweep {sweep_file} (each parameter set runs the experiment notebook with papermill)")
-    sweep(sweep_file, jobs=1, resume=True, out=None, kernel=None)
-    out = sweep_dir(sweep_file, expand(sweep_file)[0])
-    stage(f"2/5 package the winner of {out}")
-    tag = package_run(out)
-    import bentoml
-    from recnb.experiment import load_run_data
-    from recnb.params import load_params
-    info_run_dir = json.loads((Path(bentoml.models.get(tag).path) / "package.json").read_text())["run_dir"]
-    card = Path(bentoml.models.get(tag).path) / "README.md"
-    typer.echo(f"packaged {tag}; model card: {card}")
-    stage(f"3/5 start the service: recnb serve {tag} (bentoml serve service:RecnbService) on 127.0.0.1:{port}")
-    log = out / "service.log"
-    server = subprocess.Popen([sys.executable, "-m", "recnb.cli", "serve", tag, "--port", str(port)], cwd=root,
-                              stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            if server.poll() is not None: _fail(f"the service stopped; see {log}", 1)
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200: break
-            except httpx.HTTPError: pass
-            time.sleep(0.5)
-        else: _fail(f"the service was not ready in 120 s; see {log}", 1)
-        typer.echo(f"ready (pid {server.pid}, log {log})")
-        stage("4/5 a few real requests")
-        info = httpx.get(f"{url}/info", timeout=10).json()
-        data = load_run_data(load_params(Path(info_run_dir) / "params.yaml"))
-        queries = data.queries_in("test")["query"].tolist()[:2]  # held-out shoppers' queries
-        items = data.catalog.ids
-        requests = [("/search", {"query": q, "k": 3}) for q in queries] + [
-            ("/recommend", {"history": items[:2], "k": 3}), ("/similar", {"item_id": items[0], "k": 3})]
-        for path, body in requests:
-            sent = time.perf_counter()
-            answer = httpx.post(f"{url}{path}", json=body, timeout=30)
-            took = 1000 * (time.perf_counter() - sent)
-            typer.echo(f"POST {path} {json.dumps(body)} → {answer.status_code} in {took:.1f} ms")
-            for item in answer.json().get("items", []): typer.echo(f"    {item['score']:.3f}  {item['item_id']}  {item['title']}")
-        typer.echo(f"model {info['tag']} ({info['ranker']}, {info['items']:,} items, {info['device']}), valid "
-                   f"{info['metrics']['valid'][info['ranker']]['ndcg@10']:.4f} NDCG@10")
-        typer.echo(f"metrics: {url}/metrics    docs: {url}/docs    model card: {card}")
-    finally:
-        if keep_serving and server.poll() is None:
-            stage(f"5/5 the service keeps running at {url}: stop it with `kill -TERM -{server.pid}`")
-        else:
-            stage("5/5 stop the service")
-            try: os.killpg(server.pid, signal.SIGTERM); server.wait(timeout=30)
-            except subprocess.TimeoutExpired: os.killpg(server.pid, signal.SIGKILL); server.wait()
-            except ProcessLookupError: pass
-            typer.echo("stopped")
-    typer.echo(f"demo finished in {time.perf_counter() - start:.0f} s")
-
+app.command()(demo)
+app.add_typer(ab, name="ab")
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,73 @@
+"`recnb demo`: the whole kit on the embedded default, one command (hand-written)."
+from __future__ import annotations
+import json
+from pathlib import Path
+from typing import Optional
+import typer
+from recnb.cli_common import fail, sweep_and_gate
+
+
+def demo(
+    sweep_file: Optional[Path] = typer.Option(None, help="sweep file; the project's params/sweep-default.yaml when omitted"),
+    keep_serving: bool = typer.Option(False, help="leave the service running at the end (and say how to stop it)"),
+    port: int = typer.Option(3000, help="the service's port on 127.0.0.1"),
+):
+    "The whole kit on the embedded default: sweep → leaderboard → winner → gate → package → service → a few requests."
+    import os, signal, subprocess, sys, time
+    import httpx
+    from recnb.config import find_settings_file
+    from recnb.deploy import package as package_run
+    root = (find_settings_file() or Path.cwd()).parent
+    sweep_file = sweep_file or root / "params" / "sweep-default.yaml"
+    start = time.perf_counter()
+    def stage(text): typer.secho(f"\n== [{time.perf_counter() - start:5.0f} s] {text}", bold=True)
+    stage(f"1/5 sweep {sweep_file} (each parameter set runs the experiment notebook with papermill)")
+    out = sweep_and_gate(sweep_file, jobs=1, resume=True)
+    stage(f"2/5 package the winner of {out}")
+    tag = package_run(out)
+    import bentoml
+    from recnb.experiment import load_run_data
+    from recnb.params import load_params
+    info_run_dir = json.loads((Path(bentoml.models.get(tag).path) / "package.json").read_text())["run_dir"]
+    card = Path(bentoml.models.get(tag).path) / "README.md"
+    typer.echo(f"packaged {tag}; model card: {card}")
+    stage(f"3/5 start the service: recnb serve {tag} (bentoml serve service:RecnbService) on 127.0.0.1:{port}")
+    log = out / "service.log"
+    server = subprocess.Popen([sys.executable, "-m", "recnb.cli", "serve", tag, "--port", str(port)], cwd=root,
+                              stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            if server.poll() is not None: fail(f"the service stopped; see {log}", 1)
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200: break
+            except httpx.HTTPError: pass
+            time.sleep(0.5)
+        else: fail(f"the service was not ready in 120 s; see {log}", 1)
+        typer.echo(f"ready (pid {server.pid}, log {log})")
+        stage("4/5 a few real requests")
+        info = httpx.get(f"{url}/info", timeout=10).json()
+        data = load_run_data(load_params(Path(info_run_dir) / "params.yaml"))
+        queries = data.queries_in("test")["query"].tolist()[:2]  # held-out shoppers' queries
+        items = data.catalog.ids
+        requests = [("/search", {"query": q, "k": 3}) for q in queries] + [
+            ("/recommend", {"history": items[:2], "k": 3}), ("/similar", {"item_id": items[0], "k": 3})]
+        for path, body in requests:
+            sent = time.perf_counter()
+            answer = httpx.post(f"{url}{path}", json=body, timeout=30)
+            took = 1000 * (time.perf_counter() - sent)
+            typer.echo(f"POST {path} {json.dumps(body)} → {answer.status_code} in {took:.1f} ms")
+            for item in answer.json().get("items", []): typer.echo(f"    {item['score']:.3f}  {item['item_id']}  {item['title']}")
+        typer.echo(f"model {info['tag']} ({info['ranker']}, {info['items']:,} items, {info['device']}), valid "
+                   f"{info['metrics']['valid'][info['ranker']]['ndcg@10']:.4f} NDCG@10")
+        typer.echo(f"metrics: {url}/metrics    docs: {url}/docs    model card: {card}")
+    finally:
+        if keep_serving and server.poll() is None:
+            stage(f"5/5 the service keeps running at {url}: stop it with `kill -TERM -{server.pid}`")
+        else:
+            stage("5/5 stop the service")
+            try: os.killpg(server.pid, signal.SIGTERM); server.wait(timeout=30)
+            except subprocess.TimeoutExpired: os.killpg(server.pid, signal.SIGKILL); server.wait()
+            except ProcessLookupError: pass
+            typer.echo("stopped")
+    typer.echo(f"demo finished in {time.perf_counter() - start:.0f} s")
