@@ -7,12 +7,11 @@ sample-ratio check, the sample size the experiment needs, and for interleaving t
 # %% ../nbs/24_ab_report.ipynb #567cda04
 from __future__ import annotations
 import json, math
-from collections import Counter
 from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
-from .arms import Experiment
+from .arms import Experiment, credit
 
 # %% auto #0
 __all__ = ['METRICS', 'answers_of', 'ratio_estimate', 'compare', 'msprt', 'sample_ratio', 'sample_size', 'interleaving', 'report',
@@ -29,10 +28,9 @@ def answers_of(requests: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
     for request_id, at, arm, unit, items in zip(requests["request_id"], requests["at"], requests["arm"], requests["unit"], requests["items"]):
         clicked = clicks.get(request_id, set())
         positions = [p for p, (item, _) in enumerate(items) if item in clicked]
-        picks = Counter(items[p][1] for p in positions)
         teams = sorted({a for _, a in items})
-        winner = None
-        if len(teams) == 2 and picks[teams[0]] != picks[teams[1]]: winner = max(teams, key=lambda t: picks[t])
+        won = credit([teams.index(a) for _, a in items], positions) if len(teams) == 2 else None
+        winner = None if won is None else teams[won]
         rows.append((request_id, at, arm, unit, bool(positions), request_id in bought,
                      1.0 / (positions[0] + 1) if positions else 0.0, winner))
     return pd.DataFrame(rows, columns=["request_id", "at", "arm", "unit", "clicked", "purchased", "first_click_rr", "winner"])

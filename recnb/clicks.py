@@ -40,8 +40,7 @@ class ClickModel:
     ) -> tuple[list[int], list[int]]:
         "One shopper's clicked positions and purchased positions on one answer."
         attractive = self.attractiveness(items, judged, max_gain)
-        examined = (1.0 / np.arange(1, len(items) + 1)) ** self.eta
-        clicked = np.flatnonzero(rng.random(len(items)) < examined * attractive)
+        clicked = np.flatnonzero(rng.random(len(items)) < self.click_probabilities(items, judged, max_gain))
         bought = clicked[rng.random(len(clicked)) < self.purchase * attractive[clicked]]
         return clicked.tolist(), bought.tolist()
 
