@@ -1,37 +1,53 @@
-"""recnb's BentoML service: search, recommendation and similar items from a model packaged by `recnb package`.
+"""recnb's BentoML service: search, recommendation and similar items from a model packaged by `recnb package`, or an
+experiment comparing packaged models.
 
 Serve it with `bentoml serve service:RecnbService` from this folder (RECNB_MODEL picks the model, `recnb:latest` by
-default; RECNB_API_KEY, when set, guards the API routes; RECNB_TLS_CERT and RECNB_TLS_KEY serve HTTPS). Everything it
-does is in `recnb.serving` (the model), `recnb.gateway` (the HTTP edge) and `recnb.monitoring`, documented there.
+default; RECNB_EXPERIMENT, an experiment file, serves its arms instead and logs answers and feedback to RECNB_FEEDBACK_LOG,
+with shoppers' ids hashed under RECNB_AB_SECRET; RECNB_API_KEY, when set, guards the API routes; RECNB_TLS_CERT and
+RECNB_TLS_KEY serve HTTPS). Everything it does is in `recnb.serving` (a model), `recnb.ab_serving` (the arms),
+`recnb.gateway` (the HTTP edge) and `recnb.monitoring`, documented there.
 """
 from __future__ import annotations
 import asyncio, os, sys, time
+from functools import partial
+from pathlib import Path
 import bentoml
 from recnb.baselines import Ranking
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
+from recnb.ab_serving import ArmedModels, load_models, read_promotion, unit_of
 from recnb.bentoml_hooks import exit_with_parent, install_edge, quiet_rejections
 from recnb.gateway import ApiKeyMiddleware
-from recnb.serving import (MAX_K, Answer, PackagedModel, QueryBatcher, Ranked, RecommendBody, RequestError, SearchBatchBody,
-                           SearchBody, SimilarBody)
-from recnb.monitoring import OperationalMiddleware, ServiceMonitor, count_rejected
+from recnb.serving import (MAX_K, Answer, FeedbackAck, FeedbackBody, QueryBatcher, Ranked, RecommendBody, RequestError,
+                           SearchBatchBody, SearchBody, SimilarBody)
+from recnb.monitoring import OperationalMiddleware, ServiceMonitor, count_answer, count_feedback, count_rejected
 
 MODEL_TAG = os.environ.get("RECNB_MODEL", "recnb:latest")
 API_KEY = os.environ.get("RECNB_API_KEY") or None
 MAX_BATCH = int(os.environ.get("RECNB_MAX_BATCH", "64"))   # queries ranked in one pass
 BATCHING = os.environ.get("RECNB_BATCHING", "1") != "0"    # 0: every /search ranks alone (the benchmark's comparison)
 MONITORING = os.environ.get("RECNB_MONITORING", "1") != "0"  # 0: no recnb metrics, drift or anomaly detection
-ARM = os.environ.get("RECNB_ARM", "champion")               # the `arm` label of recnb's metrics
+ARM = os.environ.get("RECNB_ARM", "champion")               # the arm's name without an experiment
 DRIFT_WINDOW = int(os.environ.get("RECNB_DRIFT_WINDOW", "100"))   # live queries compared with the reference
 ANOMALY_INTERVAL_S = float(os.environ.get("RECNB_ANOMALY_INTERVAL_S", "10"))  # interval of the latency and error series
 TLS_CERT, TLS_KEY = os.environ.get("RECNB_TLS_CERT"), os.environ.get("RECNB_TLS_KEY")
 if bool(TLS_CERT) != bool(TLS_KEY): sys.exit("recnb: set both RECNB_TLS_CERT and RECNB_TLS_KEY (PEM files) to serve HTTPS, or neither")
 TLS = {"ssl": {"enabled": True, "certfile": TLS_CERT, "keyfile": TLS_KEY}} if TLS_CERT else {}
 
+EXPERIMENT, LOG_PATH, SECRET = None, None, None
+if os.environ.get("RECNB_EXPERIMENT"):   # checked here, at import: a bad file or a missing secret never starts a worker
+    from recnb.arms import load_experiment
+    from recnb.feedback import secret_from_env
+    from recnb.params import ParamsError
+    try: EXPERIMENT, SECRET = load_experiment(os.environ["RECNB_EXPERIMENT"]), secret_from_env()
+    except (ParamsError, OSError, ValueError) as e: sys.exit(f"recnb: RECNB_EXPERIMENT: {e}")
+    LOG_PATH = Path(os.environ.get("RECNB_FEEDBACK_LOG") or Path(os.environ["RECNB_EXPERIMENT"]).with_name(f"{EXPERIMENT.name}.sqlite"))
+TAGS = list(dict.fromkeys(a.model for a in EXPERIMENT.arms)) if EXPERIMENT else [MODEL_TAG]   # each model once
+
 async def info(request):
-    "GET /info: the model's tag, task, served ranker, dataset, metrics, gate, catalog size, device and the request limits."
-    return JSONResponse(bentoml.get_current_service().model.describe())
+    "GET /info: the champion's tag, task, served ranker, dataset, metrics, gate, catalog size, device and the request limits; the experiment."
+    return JSONResponse(bentoml.get_current_service().describe())
 
 
 async def docs(request):
@@ -49,69 +65,115 @@ install_edge(refusal, count_rejected if MONITORING else lambda route, status: No
 quiet_rejections()
 
 
-@bentoml.asgi_app(Starlette(routes=[Route("/info", info, methods=["GET"]), Route("/docs", docs, methods=["GET"])]), path="/")
-@bentoml.service(
+class RecnbService:
+    "Ranks a packaged catalog for a query, a shopper's history or an item; with an experiment, by the shopper's arm."
+
+    def __init__(self):
+        exit_with_parent()
+        self.refusal, self.armed, self.monitors = None, None, {}
+        packages = [getattr(self, f"package_{i}") for i in range(len(TAGS))]
+        try:
+            models, self.costs = load_models({t: p.path for t, p in zip(TAGS, packages)}, tags={t: str(p.tag) for t, p in zip(TAGS, packages)})
+            log = None
+            if EXPERIMENT:
+                from recnb.feedback import FeedbackLog
+                log = FeedbackLog(LOG_PATH, SECRET, keep_queries=EXPERIMENT.keep_queries)
+            self.armed = ArmedModels(models, EXPERIMENT, log, arm=ARM, promotion=read_promotion(LOG_PATH) if EXPERIMENT else None)
+        except Exception as e:  # a package or experiment that cannot be served: refuse it (503 with the reason), never restart in a loop
+            self.refusal = str(e).splitlines()[0]
+            print(f"recnb: refusing {', '.join(TAGS)}: {self.refusal}", file=sys.stderr, flush=True)
+            return
+        self.batchers = {tag: QueryBatcher(partial(self._rank, tag), max_batch_size=MAX_BATCH) for tag in models}
+        if MONITORING:
+            from safetensors.torch import load_file
+            for tag, label in self.armed.labels().items():
+                model = models[tag]
+                self.monitors[tag] = ServiceMonitor(model.describe(), load_file(str(model.path / "reference.safetensors")),
+                                                    arm=label, window=DRIFT_WINDOW)
+
+    def describe(self) -> dict:
+        "What /info shows."
+        champion = self.armed.models[self.armed.arms_for(None)[0].model]
+        experiment = None
+        if EXPERIMENT:
+            experiment = {"name": EXPERIMENT.name, "mode": EXPERIMENT.mode, "champion": EXPERIMENT.champion, "log": str(LOG_PATH),
+                          "arms": [{"name": a.name, "model": self.armed.models[a.model].tag, "share": a.share, **self.costs[a.model]}
+                                   for a in EXPERIMENT.arms],
+                          "promotion": {k: v for k, v in (read_promotion(LOG_PATH) or {}).items() if k != "report"} or None}
+        return {**champion.describe(), "arm": self.armed.arms_for(None)[0].name, "experiment": experiment}
+
+    def _rank(self, tag: str, queries: list[str]) -> list[Ranked]:
+        ranking, vectors, best = self.armed.models[tag].rank_queries(queries, k=MAX_K)
+        if tag in self.monitors: self.monitors[tag].searched(queries, vectors, best)
+        return [Ranked(ids=i, scores=s) for i, s in zip(ranking.ids, ranking.scores)]
+
+    def _unit(self, user: str | None, ctx: bentoml.Context) -> str | None:
+        try: return unit_of(user, ctx.request.headers)
+        except RequestError as e: raise http_error(e) from None
+
+    def _answer(self, endpoint: str, arms, rankings: list[Ranking], k: int, start: float, unit, query=None) -> Answer:
+        answer = self.armed.answer(endpoint, arms, rankings, k, start, unit=unit, query=query)
+        if MONITORING: count_answer(endpoint, answer.arm, len(answer.items), assigned=unit is not None)
+        return answer
+
+    def _ranked_by_arms(self, endpoint: str, rank, user: str | None, ctx: bentoml.Context, k: int) -> Answer:
+        "The answer of `rank(model)` by the request's arms, or a 422 naming the unknown item ids it refused."
+        start, unit = time.perf_counter(), self._unit(user, ctx)
+        arms = self.armed.arms_for(unit)
+        try: rankings = [rank(self.armed.models[a.model]) for a in arms]
+        except RequestError as e: raise http_error(e) from None
+        return self._answer(endpoint, arms, rankings, k, start, unit)
+
+    @bentoml.api(input_spec=SearchBatchBody)
+    def search_batch(self, queries: list[str]) -> list[Ranked]:
+        "The champion's top 100 items of each query in a list (1 to 128 queries), ranked in passes of up to 64."
+        tag = self.armed.arms_for(None)[0].model
+        return [row for i in range(0, len(queries), MAX_BATCH) for row in self._rank(tag, queries[i:i + MAX_BATCH])]
+
+    @bentoml.api(input_spec=SearchBody)
+    async def search(self, ctx: bentoml.Context, query: str, k: int = 10, user: str | None = None) -> Answer:
+        "Products for a search query, best first (concurrent searches are ranked together)."
+        start, unit = time.perf_counter(), self._unit(user, ctx)
+        arms = self.armed.arms_for(unit)
+        if BATCHING: rows = await asyncio.gather(*(self.batchers[a.model](query) for a in arms))
+        else: rows = [(await asyncio.to_thread(self._rank, a.model, [query]))[0] for a in arms]
+        rankings = [Ranking([row.ids], [row.scores]) for row in rows]
+        if self.armed.log is None: return self._answer("/search", arms, rankings, k, start, unit, query)
+        return await asyncio.to_thread(self._answer, "/search", arms, rankings, k, start, unit, query)  # the log syncs to disk
+
+    @bentoml.api(input_spec=RecommendBody)
+    def recommend(self, ctx: bentoml.Context, history: list[str], k: int = 10, user: str | None = None) -> Answer:
+        "Next products for a shopper's history (oldest first); their own items are never returned."
+        return self._ranked_by_arms("/recommend", lambda model: model.recommend(history, k), user, ctx, k)
+
+    @bentoml.api(input_spec=SimilarBody)
+    def similar(self, ctx: bentoml.Context, item_id: str, k: int = 10, user: str | None = None) -> Answer:
+        "Products nearest to one product, without it."
+        return self._ranked_by_arms("/similar", lambda model: model.similar(item_id, k), user, ctx, k)
+
+    @bentoml.api(input_spec=FeedbackBody)
+    def feedback(self, request_id: str, item_id: str, event: str) -> FeedbackAck:
+        "A shopper's click, add-to-cart or purchase on an item of an answer; acknowledged once it is on disk."
+        try: ack, arm = self.armed.feedback(request_id, item_id, event)
+        except RequestError as e: raise http_error(e) from None
+        if arm and MONITORING: count_feedback(event, arm)
+        return ack
+
+
+def http_error(e: RequestError) -> bentoml.exceptions.BentoMLException:
+    "BentoML's exception for a `RequestError`'s status (its message is the answer's error)."
+    kind = {400: bentoml.exceptions.BadInput, 404: bentoml.exceptions.NotFound}.get(e.status, bentoml.exceptions.UnprocessableEntity)
+    return kind(e.message)
+
+
+for _i, _tag in enumerate(TAGS): setattr(RecnbService, f"package_{_i}", bentoml.models.BentoModel(_tag))  # bentoml build packs each
+RecnbService = bentoml.service(
     traffic={"timeout": int(os.environ.get("RECNB_TIMEOUT_S", "10")),
              "max_concurrency": int(os.environ.get("RECNB_MAX_CONCURRENCY", "64"))},
     workers=int(os.environ.get("RECNB_WORKERS", "1")),
     resources={"cpu": os.environ.get("RECNB_CPU", "2")},
     **TLS,
-)
-class RecnbService:
-    "Ranks a packaged catalog for a query, a shopper's history or an item."
-    packaged = bentoml.models.BentoModel(MODEL_TAG)
-
-    def __init__(self):
-        exit_with_parent()
-        self.refusal, self.model, self.monitor = None, None, None
-        try: self.model = PackagedModel(self.packaged.path, tag=str(self.packaged.tag))
-        except Exception as e:  # a package that cannot be served: refuse it (503 with the reason), never restart in a loop
-            self.refusal = str(e).splitlines()[0]
-            print(f"recnb: refusing {self.packaged.tag}: {self.refusal}", file=sys.stderr, flush=True)
-            return
-        self.batcher = QueryBatcher(self._rank, max_batch_size=MAX_BATCH)
-        if MONITORING:
-            from safetensors.torch import load_file
-            reference = load_file(str(self.model.path / "reference.safetensors"))
-            self.monitor = ServiceMonitor(self.model.describe(), reference, arm=ARM, window=DRIFT_WINDOW)
-
-    def _rank(self, queries: list[str]) -> list[Ranked]:
-        ranking, vectors, best = self.model.rank_queries(queries, k=MAX_K)
-        if self.monitor: self.monitor.searched(queries, vectors, best)
-        return [Ranked(ids=i, scores=s) for i, s in zip(ranking.ids, ranking.scores)]
-
-    def _checked(self, endpoint: str, rank, start: float) -> Answer:
-        "The answer of `rank()`, or a 422 naming the unknown item ids it refused."
-        try: ranking = rank()
-        except RequestError as e: raise bentoml.exceptions.UnprocessableEntity(e.message) from None
-        return self._answer(endpoint, self.model.hits(ranking), start)
-
-    def _answer(self, endpoint: str, items: list, start: float) -> Answer:
-        if self.monitor: self.monitor.answered(endpoint, len(items))
-        return Answer(items=items, model=self.model.tag, took_ms=round(1000 * (time.perf_counter() - start), 3))
-
-    @bentoml.api(input_spec=SearchBatchBody)
-    def search_batch(self, queries: list[str]) -> list[Ranked]:
-        "The top 100 items of each query in a list (1 to 128 queries), ranked in passes of up to 64."
-        return [row for i in range(0, len(queries), MAX_BATCH) for row in self._rank(queries[i:i + MAX_BATCH])]
-
-    @bentoml.api(input_spec=SearchBody)
-    async def search(self, query: str, k: int = 10) -> Answer:
-        "Products for a search query, best first (concurrent searches are ranked together)."
-        start = time.perf_counter()
-        row = await self.batcher(query) if BATCHING else (await asyncio.to_thread(self._rank, [query]))[0]
-        return self._answer("/search", self.model.hits(Ranking([row.ids[:k]], [row.scores[:k]])), start)
-
-    @bentoml.api(input_spec=RecommendBody)
-    def recommend(self, history: list[str], k: int = 10) -> Answer:
-        "Next products for a shopper's history (oldest first); their own items are never returned."
-        return self._checked("/recommend", lambda: self.model.recommend(history, k), time.perf_counter())
-
-    @bentoml.api(input_spec=SimilarBody)
-    def similar(self, item_id: str, k: int = 10) -> Answer:
-        "Products nearest to one product, without it."
-        return self._checked("/similar", lambda: self.model.similar(item_id, k), time.perf_counter())
-
-
+)(RecnbService)
+RecnbService = bentoml.asgi_app(Starlette(routes=[Route("/info", info, methods=["GET"]), Route("/docs", docs, methods=["GET"])]), path="/")(RecnbService)
 RecnbService.add_asgi_middleware(ApiKeyMiddleware, key=API_KEY)
 if MONITORING: RecnbService.add_asgi_middleware(OperationalMiddleware, arm=ARM, interval_s=ANOMALY_INTERVAL_S)

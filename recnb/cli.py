@@ -199,14 +199,26 @@ def serve(
     port: int = typer.Option(3000, help="port to listen on"),
     workers: Optional[int] = typer.Option(None, help="worker processes (RECNB_WORKERS; 1 when neither is set)"),
     worker_check_s: float = typer.Option(1.0, help="how often a dead worker is noticed and restarted (BentoML's own: every 10 s)"),
+    experiment: Optional[Path] = typer.Option(None, help="an experiment file: serve its arms (TAG is ignored), log to RECNB_FEEDBACK_LOG"),
 ):
     "Serve a packaged model: `bentoml serve service:RecnbService` from the project's bentos/ folder, a dead worker restarted within a second."
     import os
     import bentoml
     from recnb.bentoml_hooks import serve as serve_bentoml
     from recnb.config import find_settings_file
-    try: bentoml.models.get(tag)
-    except bentoml.exceptions.NotFound: fail(f"error: no model {tag!r} in the BentoML store (BENTOML_HOME); `bentoml models list` shows them")
+    tags = [tag]
+    if experiment is not None:
+        from recnb.arms import load_experiment
+        from recnb.feedback import secret_from_env
+        from recnb.params import ParamsError
+        try: tags = [a.model for a in load_experiment(experiment).arms]; secret_from_env()
+        except (ParamsError, ValueError) as e: fail(f"error: {e}")
+        os.environ["RECNB_EXPERIMENT"] = str(experiment.resolve())
+    missing = []
+    for name in dict.fromkeys(tags):
+        try: bentoml.models.get(name)
+        except bentoml.exceptions.NotFound: missing.append(name)
+    if missing: fail(f"error: no model {', '.join(map(repr, missing))} in the BentoML store (BENTOML_HOME); `bentoml models list` shows them")
     bentos = (find_settings_file() or Path.cwd()).parent / "bentos"
     if not (bentos / "service.py").is_file(): fail(f"error: no {bentos / 'service.py'}; run recnb serve inside a recnb project (`recnb new` makes one)")
     if worker_check_s <= 0: fail("error: --worker-check-s must be positive")

@@ -43,3 +43,51 @@ def ab_prune(
     spec, feedback_log = _experiment_and_log(experiment, log)
     requests, events = feedback_log.prune(spec.retention_days)
     typer.echo(f"pruned {requests:,} requests and {events:,} feedback events older than {spec.retention_days} days from {log}")
+
+
+@ab.command("promote")
+def ab_promote(
+    log: Path = typer.Argument(..., help="the experiment's feedback log"),
+    experiment: Path = typer.Option(..., help="the experiment file (YAML) the service ran"),
+    force: bool = typer.Option(False, help="promote although the report does not say the challenger wins (recorded)"),
+):
+    "Make the challenger the champion when the report says it wins: the decision and the report are written beside the log."
+    from recnb.ab_report import report, write_report
+    from recnb.ab_serving import promote, promotion_path
+    spec, feedback_log = _experiment_and_log(experiment, log)
+    requests = feedback_log.requests()
+    if requests.empty: fail(f"error: {log}: no requests logged yet")
+    result = report(requests, feedback_log.feedback(), spec)
+    write_report(result, log.parent / f"{log.stem}-report")
+    try: decision = promote(log, spec, result, force=force)
+    except ValueError as e: fail(f"refused: {e}", 1)   # like a failed gate
+    forced = " (forced past the report's verdict: recorded)" if decision["forced"] else ""
+    typer.echo(f"promoted {decision['promoted']} ({decision['model']}) over {decision['previous_champion']} "
+               f"({decision['previous_model']}){forced}\n  decision: {promotion_path(log)}\n"
+               f"  /info shows it now; the service answers everyone with {decision['model']} from its next start")
+
+
+@ab.command("simulate")
+def ab_simulate(
+    url: str = typer.Argument(..., help="the running service, e.g. http://127.0.0.1:3000"),
+    run: Path = typer.Option(..., help="a run directory: its test queries and judgements are what shoppers ask and want"),
+    shoppers: int = typer.Option(200, min=1, help="simulated shoppers"),
+    queries_per_shopper: int = typer.Option(3, min=1),
+    seed: int = typer.Option(0, help="the shoppers' and their clicks' seed"),
+):
+    "Simulated shoppers search the live service and send their clicks and purchases to POST /feedback (RECNB_API_KEY if set)."
+    import os
+    import httpx
+    from recnb.clicks import simulate_shoppers
+    from recnb.experiment import load_run_data
+    from recnb.params import ParamsError, load_params
+    try: params = load_params(run / "params.yaml")
+    except ParamsError as e: fail(str(e))
+    data = load_run_data(params)
+    if not hasattr(data, "qrels"): fail(f"error: {run} is a {params.data.name} run: shoppers need a search dataset's judged queries")
+    queries = dict(zip(data.queries_in("test")["query_id"], data.queries_in("test")["query"]))
+    key = os.environ.get("RECNB_API_KEY")
+    with httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {key}"} if key else {}) as client:
+        try: seen = simulate_shoppers(client, queries, data.qrels("test"), shoppers, queries_per_shopper, seed=seed)
+        except (RuntimeError, httpx.HTTPError) as e: fail(f"error: {e}")
+    typer.echo(f"{seen['shoppers']:,} simulated shoppers: answers {seen['answers']}, events {seen['events']}")

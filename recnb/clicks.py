@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 # %% auto #0
-__all__ = ['ClickModel', 'simulate_log']
+__all__ = ['ClickModel', 'simulate_log', 'simulate_shoppers']
 
 # %% ../nbs/23_clicks.ipynb #076838d9
 @dataclass(frozen=True)
@@ -81,3 +81,41 @@ def simulate_log(
             events += [(request_id, items[p][0], "purchase", at + 2) for p in bought]
     return (pd.DataFrame(requests, columns=["request_id", "at", "experiment", "route", "arm", "model", "unit", "query", "items"]),
             pd.DataFrame(events, columns=["request_id", "item_id", "event", "at"]))
+
+# %% ../nbs/23_clicks.ipynb #8944f0e1
+from collections import Counter
+
+def simulate_shoppers(
+    client,                                      # an `httpx.Client` on the service (its base_url, headers such as the API key)
+    queries: Mapping[str, str],                  # query id → the text shoppers type
+    qrels: Mapping[str, Mapping[str, float]],    # query id → item → gain: the judged queries, and the truth
+    units: int,                                  # shoppers
+    queries_per_unit: int = 3,
+    k: int = 10,                                 # items asked for
+    clicks: ClickModel = ClickModel(),
+    seed: int = 0,
+    prefix: str = "simulated",                   # shoppers are `{prefix}-{seed}-{i}`
+) -> dict:
+    "Simulated shoppers search the service and send their clicks and purchases to POST /feedback; what they saw and did."
+    rng = np.random.default_rng(seed)
+    judged = sorted(set(queries) & set(qrels))
+    if not judged: raise ValueError("no query has judgements: the shoppers need judged queries")
+    max_gain = max(max(qrels[q].values(), default=0) for q in judged)
+    def post(path, body):
+        answer = client.post(path, json=body)
+        if answer.status_code != 200: raise RuntimeError(f"POST {path} answered {answer.status_code}: {answer.text[:500]}")
+        return answer.json()
+    answers, events = Counter(), Counter()
+    for u in range(units):
+        unit = f"{prefix}-{seed}-{u}"
+        for _ in range(queries_per_unit):
+            query = judged[rng.integers(len(judged))]
+            answer = post("/search", {"query": queries[query], "k": k, "user": unit})
+            answers[answer["arm"]] += 1
+            items = [hit["item_id"] for hit in answer["items"]]
+            clicked, bought = clicks.session(items, qrels[query], max_gain, rng)
+            for event, positions in (("click", clicked), ("purchase", bought)):
+                for p in positions:
+                    post("/feedback", {"request_id": answer["request_id"], "item_id": items[p], "event": event})
+                    events[(answer["items"][p]["arm"], event)] += 1
+    return {"shoppers": units, "answers": dict(answers), "events": {f"{arm} {event}": n for (arm, event), n in sorted(events.items())}}

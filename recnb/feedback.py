@@ -104,17 +104,17 @@ class FeedbackLog:
         item_id: str,          # an item of that answer
         event: str,            # click, add_to_cart or purchase
         at: float | None = None,
-    ) -> bool:
-        "Log one event; True if new, False if it was logged before (repeats change nothing). On disk when this returns."
+    ) -> str | None:
+        "Log one event; the arm that picked the item if the event is new, None if it was logged before (repeats change nothing). On disk when this returns."
         if event not in EVENTS: raise FeedbackError(f"event {event!r}: one of {', '.join(EVENTS)}")
         with self._lock:
             found = self._db.execute("SELECT items FROM requests WHERE request_id = ?", (request_id,)).fetchone()
             if found is None: raise FeedbackError(f"request_id {request_id!r}: no such answer in this experiment's log")
-            if item_id not in {i for i, _ in json.loads(found[0])}:
-                raise FeedbackError(f"item_id {item_id!r} was not in the answer to request {request_id!r}")
+            arm = dict(map(tuple, json.loads(found[0]))).get(item_id)
+            if arm is None: raise FeedbackError(f"item_id {item_id!r} was not in the answer to request {request_id!r}")
             cursor = self._db.execute("INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?)",
                                       (request_id, item_id, event, time.time() if at is None else at))
-        return cursor.rowcount == 1
+        return arm if cursor.rowcount == 1 else None
 
     def prune(self, retention_days: float, now: float | None = None) -> tuple[int, int]:
         "Delete requests older than `retention_days` and their feedback; (requests, events) deleted."

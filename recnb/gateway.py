@@ -14,7 +14,7 @@ __all__ = ['API_PATHS', 'INFO_PATHS', 'OPEN_PATHS', 'STATIC_PREFIX', 'OTHER_PATH
            'ApiKeyMiddleware', 'RequestGuard']
 
 # %% ../nbs/19a_gateway.ipynb #8c1ccaa1
-API_PATHS = ("/search", "/recommend", "/similar", "/search_batch")   # POST routes: the key guards them, the monitor watches them
+API_PATHS = ("/search", "/recommend", "/similar", "/search_batch", "/feedback")   # POST routes: the key guards them, the monitor watches them
 INFO_PATHS = ("/info",)                                              # GET: the model's facts, guarded by the key
 OPEN_PATHS = ("/livez", "/healthz", "/readyz", "/metrics", "/", "/docs", "/docs.json", "/schema.json")
 STATIC_PREFIX = "/static_content/"                                   # the docs UI's assets

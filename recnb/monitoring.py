@@ -13,9 +13,9 @@ from .gateway import API_PATHS
 
 # %% auto #0
 __all__ = ['SCORE_BUCKETS', 'LENGTH_BUCKETS', 'DRIFT_SIGNALS', 'SERIES', 'RESULTS_RETURNED', 'EMPTY_RESULTS', 'TOP_SCORE',
-           'QUERY_LENGTH', 'MODEL_INFO', 'QUERY_DRIFT', 'QUERY_DRIFT_RATIO', 'ANOMALY_SCORE', 'ANOMALY', 'REJECTED',
-           'count_rejected', 'DriftReference', 'DriftMonitor', 'EwmaDetector', 'OperationalMonitor',
-           'OperationalMiddleware', 'ServiceMonitor']
+           'QUERY_LENGTH', 'MODEL_INFO', 'QUERY_DRIFT', 'QUERY_DRIFT_RATIO', 'ANOMALY_SCORE', 'ANOMALY', 'ARM_ANSWERS',
+           'FEEDBACK_EVENTS', 'REJECTED', 'count_rejected', 'DriftReference', 'DriftMonitor', 'EwmaDetector',
+           'OperationalMonitor', 'OperationalMiddleware', 'ServiceMonitor', 'count_answer', 'count_feedback']
 
 # %% ../nbs/20_monitoring.ipynb #9e6433c6
 SCORE_BUCKETS = (-1.0, -0.5, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
@@ -34,6 +34,10 @@ QUERY_DRIFT_RATIO = Gauge("recnb_query_drift_ratio", "Drift statistic divided by
                           ["signal", "arm"], multiprocess_mode="mostrecent")
 ANOMALY_SCORE = Gauge("recnb_anomaly_score", "EWMA control-chart score of the last interval", ["series", "arm"], multiprocess_mode="mostrecent")
 ANOMALY = Gauge("recnb_anomaly", "1 while the last interval is anomalous", ["series", "arm"], multiprocess_mode="max")
+ARM_ANSWERS = Counter("recnb_arm_answers", "Answers per experiment arm (`interleaved`: a team draft of two arms); "
+                      "assigned=false: no shopper id, answered by the champion and counted apart", ["endpoint", "arm", "assigned"])
+FEEDBACK_EVENTS = Counter("recnb_feedback_events", "Feedback events logged (repeats not counted), per event and the arm that showed the item",
+                          ["event", "arm"])
 REJECTED = Counter("recnb_rejected_requests", "Requests refused at the service's edge, before BentoML parsed them", ["endpoint", "status"])
 
 def count_rejected(
@@ -183,7 +187,7 @@ class OperationalMiddleware:
             if ended: _export_anomalies(ended, self.arm)
 
 class ServiceMonitor:
-    "The served model's metrics: model info, query drift of each search batch, answers per endpoint."
+    "A served model's metrics: model info and query drift of each search batch."
     def __init__(
         self,
         info: dict,                      # `PackagedModel.describe()`
@@ -210,7 +214,17 @@ class ServiceMonitor:
         for signal, ratio in self.drift.ratios(statistics).items():
             QUERY_DRIFT.labels(signal, self.arm).set(statistics[signal]); QUERY_DRIFT_RATIO.labels(signal, self.arm).set(ratio)
 
-    def answered(self, endpoint: str, n_items: int) -> None:
-        "An answer of `n_items` items."
-        RESULTS_RETURNED.labels(endpoint, self.arm).inc(n_items)
-        if n_items == 0: EMPTY_RESULTS.labels(endpoint, self.arm).inc()
+def count_answer(
+    endpoint: str,
+    arm: str,               # the arm that answered (`interleaved` for a team draft)
+    n_items: int,           # items in the answer
+    assigned: bool = True,  # False: the request named no shopper (the champion answered it)
+) -> None:
+    "An answer: its items, whether it was empty, and the arm's answer count."
+    RESULTS_RETURNED.labels(endpoint, arm).inc(n_items)
+    if n_items == 0: EMPTY_RESULTS.labels(endpoint, arm).inc()
+    ARM_ANSWERS.labels(endpoint, arm, str(assigned).lower()).inc()
+
+def count_feedback(event: str, arm: str) -> None:
+    "A new feedback event on an item `arm` showed."
+    FEEDBACK_EVENTS.labels(event, arm).inc()

@@ -8,7 +8,7 @@ the request limits and the request bodies. The HTTP edge (error bodies, the API 
 from __future__ import annotations
 import json, unicodedata
 from pathlib import Path
-from typing import Annotated, Sequence
+from typing import Annotated, Literal, Sequence
 import pandas as pd
 import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -16,12 +16,13 @@ from .baselines import BM25Ranker, CooccurrenceRanker, DenseRanker, Ranking, fus
 from .data import Catalog
 from .deploy import verify_package
 from .evaluate import model_rankers
+from .feedback import EVENTS
 
 # %% auto #0
-__all__ = ['MAX_K', 'MAX_QUERY_CHARS', 'MAX_HISTORY', 'MAX_ITEM_ID_CHARS', 'MAX_BATCH_QUERIES', 'SERVED_BATCHES', 'Query', 'TopK',
-           'ItemId', 'History', 'SearchBody', 'SearchBatchBody', 'RecommendBody', 'SimilarBody', 'Hit', 'Answer',
-           'Ranked', 'RequestError', 'PackagedModel', 'rank_queries', 'QueryBatcher', 'check_items', 'recommend',
-           'similar', 'hits']
+__all__ = ['MAX_K', 'MAX_QUERY_CHARS', 'MAX_HISTORY', 'MAX_ITEM_ID_CHARS', 'MAX_BATCH_QUERIES', 'MAX_UNIT_CHARS',
+           'SERVED_BATCHES', 'Query', 'TopK', 'ItemId', 'History', 'Unit', 'SearchBody', 'SearchBatchBody',
+           'RecommendBody', 'SimilarBody', 'Hit', 'Answer', 'FeedbackBody', 'FeedbackAck', 'Ranked', 'RequestError',
+           'PackagedModel', 'rank_queries', 'QueryBatcher', 'check_items', 'recommend', 'similar', 'hits']
 
 # %% ../nbs/19_serving.ipynb #a80db0d8
 MAX_K = 100              # most items one answer returns
@@ -29,6 +30,7 @@ MAX_QUERY_CHARS = 1000   # longest query accepted (the encoder reads its first 1
 MAX_HISTORY = 200        # most items in one shopper's history
 MAX_ITEM_ID_CHARS = 200  # longest item id accepted
 MAX_BATCH_QUERIES = 128  # most queries in one /search_batch request
+MAX_UNIT_CHARS = 200     # longest shopper id accepted (the `user` field or the X-Recnb-User header)
 SERVED_BATCHES = (1, 64)  # the batch sizes a service scores (one query; `QueryBatcher`'s and /search_batch's batches)
 
 def _visible(text: str) -> str:
@@ -41,11 +43,16 @@ Query = Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min
 TopK = Annotated[int, Field(strict=True, ge=1, le=MAX_K, description=f"items to return, 1 to {MAX_K}")]
 ItemId = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=MAX_ITEM_ID_CHARS)]
 History = Annotated[list[ItemId], Field(min_length=1, max_length=MAX_HISTORY, description=f"item ids, oldest first, 1 to {MAX_HISTORY}")]
+Unit = Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=MAX_UNIT_CHARS), AfterValidator(_visible)]
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-class SearchBody(_Body):
+class _Shopper(_Body):
+    user: Unit | None = Field(None, description="the shopper's id: an experiment shows each shopper one arm, always the same "
+                              "(or send the X-Recnb-User header); stored only as a keyed hash")
+
+class SearchBody(_Shopper):
     "POST /search"
     query: Query = Field(description="what the shopper typed", json_schema_extra={"example": "cordless drill"})
     k: TopK = 10
@@ -55,12 +62,12 @@ class SearchBatchBody(_Body):
     queries: list[Query] = Field(min_length=1, max_length=MAX_BATCH_QUERIES, json_schema_extra={"example": ["cordless drill", "patio chair"]},
                                  description=f"1 to {MAX_BATCH_QUERIES} queries; each gets its top {MAX_K}")
 
-class RecommendBody(_Body):
+class RecommendBody(_Shopper):
     "POST /recommend"
     history: History = Field(json_schema_extra={"example": ["item-1", "item-2"]})
     k: TopK = 10
 
-class SimilarBody(_Body):
+class SimilarBody(_Shopper):
     "POST /similar"
     item_id: ItemId = Field(json_schema_extra={"example": "item-1"})
     k: TopK = 10
@@ -70,12 +77,28 @@ class Hit(BaseModel):
     item_id: str
     score: float = Field(description="the ranker's score: cosine for dense, the fused score for a hybrid")
     title: str
+    arm: str = Field(description="the arm that picked it (in an interleaved answer, one of the two)")
 
 class Answer(BaseModel):
-    "Ranked items, best first, with the model that ranked them and the server-side time."
+    "Ranked items, best first, with the arm and model that ranked them, the id that feedback names, and the server-side time."
     items: list[Hit]
-    model: str = Field(description="the BentoML model tag")
+    arm: str = Field(description="the experiment's arm that answered (`interleaved`: a team draft of two arms)")
+    model: str = Field(description="the BentoML model tag (an interleaved answer: both, champion first)")
+    request_id: str = Field(description="name it in POST /feedback")
     took_ms: float
+
+class FeedbackBody(_Body):
+    "POST /feedback: what the shopper did with one item of an answer."
+    request_id: str = Field(min_length=1, max_length=64, description="the answer's `request_id`", json_schema_extra={"example": "5f0c…"})
+    item_id: ItemId = Field(description="an item of that answer", json_schema_extra={"example": "item-1"})
+    event: Literal[EVENTS]
+
+class FeedbackAck(BaseModel):
+    "The event is on disk."
+    request_id: str
+    item_id: str
+    event: str
+    new: bool = Field(description="false: the same event was logged before (repeats change nothing)")
 
 class Ranked(BaseModel):
     "One query's top `MAX_K` (the batched search's output row)."
@@ -226,9 +249,10 @@ def hits(
     self: PackagedModel,
     ranking: Ranking,         # one or more rankings
     row: int = 0,             # which one
+    arm: str = "champion",    # the arm they are shown for
 ) -> list[Hit]:
     "The answer's items for one row of a ranking."
-    return [Hit(item_id=i, score=float(s), title=self.titles[self.position[i]])
+    return [Hit(item_id=i, score=float(s), title=self.titles[self.position[i]], arm=arm)
             for i, s in zip(ranking.ids[row], ranking.scores[row])]
 
 PackagedModel.check_items, PackagedModel.recommend, PackagedModel.similar, PackagedModel.hits = check_items, recommend, similar, hits

@@ -7,6 +7,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
+from recnb import monitoring
 
 ROOT = Path(__file__).resolve().parents[1]
 MONITORING = ROOT / "bentos" / "monitoring"
@@ -17,19 +19,11 @@ needs_promtool = pytest.mark.skipif(
 ALERTS = {"SearchP99LatencyHigh", "HighErrorRatio", "TooManyRequests429", "QueryDrift", "OperationalAnomaly",
           "ServiceDown"}
 SCRAPE_LABELS = {"job", "instance"}  # added by Prometheus to every scraped series
-# What the service exports, with each metric's labels: recnb's own (recnb.serving, prometheus_client) and BentoML
-# 1.4's (observed on a running `bentoml serve`, /metrics). Histograms also expose _bucket (with `le`), _count and _sum.
-RECNB_METRICS = {
-    "recnb_results_returned_total": {"endpoint", "arm"},
-    "recnb_empty_results_total": {"endpoint", "arm"},
-    "recnb_top_score": {"endpoint", "arm"},
-    "recnb_query_length_chars": {"arm"},
-    "recnb_model_info": {"tag", "run", "dataset", "arm"},
-    "recnb_query_drift": {"signal", "arm"},
-    "recnb_query_drift_ratio": {"signal", "arm"},
-    "recnb_anomaly_score": {"series", "arm"},
-    "recnb_anomaly": {"series", "arm"},
-}
+# What the service exports, with each metric's labels: recnb's own, read from recnb.monitoring's prometheus_client
+# metrics, and BentoML 1.4's (observed on a running `bentoml serve`, /metrics). Histograms also expose _bucket (with
+# `le`), _count and _sum.
+RECNB_METRICS = {metric._name + ("_total" if metric._type == "counter" else ""): set(metric._labelnames)
+                 for metric in vars(monitoring).values() if isinstance(metric, MetricWrapperBase)}
 BENTOML_LABELS = {"runner_name", "service_name", "service_version"}
 BENTOML_METRICS = {
     "bentoml_service_request_duration_seconds": BENTOML_LABELS | {"endpoint", "http_response_code"},
@@ -37,7 +31,8 @@ BENTOML_METRICS = {
     "bentoml_service_request_in_progress": BENTOML_LABELS | {"endpoint"},
     "bentoml_service_last_request_timestamp_seconds": BENTOML_LABELS | {"pid"},
 }
-HISTOGRAMS = {"recnb_top_score", "recnb_query_length_chars", "bentoml_service_request_duration_seconds"}
+HISTOGRAMS = {m._name for m in vars(monitoring).values() if isinstance(m, MetricWrapperBase) and m._type == "histogram"} | {
+    "bentoml_service_request_duration_seconds"}
 PROMETHEUS_METRICS = {"up": set()}  # written by Prometheus for each target
 
 

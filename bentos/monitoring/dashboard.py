@@ -2,7 +2,8 @@
 writes grafana/dashboard.json beside this file (`--check`: exit 1 if that file is not what this code writes).
 
 Traffic, latency and errors come from BentoML's own metrics (per endpoint); results, scores, drift and anomalies
-from recnb's (per endpoint and arm). The `arm` variable filters every recnb panel.
+from recnb's (per endpoint and arm), and an experiment's answers, feedback and click-through per arm. The `arm`
+variable filters every recnb panel.
 """
 from __future__ import annotations
 import argparse, json, sys
@@ -134,6 +135,25 @@ def drift_row() -> list:
     ]
 
 
+def experiment_row() -> list:
+    "An experiment's arms: answers (with and without a shopper), feedback events and click-through."
+    answers = f"sum by (arm) (rate(recnb_arm_answers_total{{{ARM}}}[{RATE}]))"
+    clicks = f'sum by (arm) (rate(recnb_feedback_events_total{{{ARM}, event="click"}}[{RATE}]))'
+    return [
+        Row("Experiment (recnb, per arm)"),
+        graph("Answers per second per arm", "recnb_arm_answers_total: `interleaved` is a team draft of two arms; "
+              "assigned=false: requests without a shopper id, answered by the champion.", "reqps",
+              query(f"sum by (arm, assigned) (rate(recnb_arm_answers_total{{{ARM}}}[{RATE}]))", "{{arm}} assigned={{assigned}}"),
+              width=8),
+        graph("Feedback events per second per arm", "Clicks, add-to-carts and purchases logged (repeats not counted), "
+              "credited to the arm that showed the item.", "reqps",
+              query(f"sum by (event, arm) (rate(recnb_feedback_events_total{{{ARM}}}[{RATE}]))", "{{arm}} {{event}}"), width=8),
+        graph("Click-through per arm", "Clicks per answer of each arm of a split (an interleaved experiment credits clicks "
+              "to arms but answers as `interleaved`: compare its arms' click rates). The verdict is `recnb ab report`'s.",
+              "percentunit", query(f"{clicks} / {answers}", "{{arm}}"), width=8),
+    ]
+
+
 def build() -> dict:
     "The dashboard as Grafana's JSON model."
     dashboard = (
@@ -148,7 +168,7 @@ def build() -> dict:
                        .current(VariableOption(selected=True, text="All", value="$__all")))
     )
     panel_id = 0
-    for item in [*traffic_row(), *results_row(), *drift_row()]:
+    for item in [*traffic_row(), *results_row(), *drift_row(), *experiment_row()]:
         panel_id += 1
         if isinstance(item, Row):
             dashboard = dashboard.with_row(item.id(panel_id))
