@@ -49,8 +49,8 @@ class Server:
         self.log.close()
 
 
-async def load(url: str, queries: list[str], rate: float, duration: float, headers: dict) -> dict:
-    "Send `rate` requests/s for `duration` s (open model); latency of each, errors by status."
+async def load(url: str, queries: list[str], rate: float, duration: float, headers: dict, users: int = 0) -> dict:
+    "Send `rate` requests/s for `duration` s (open model; request i from shopper i mod `users` when users > 0); latency of each, errors by status."
     n = int(rate * duration)
     latencies, statuses = [], {}
     limits = httpx.Limits(max_connections=2000, max_keepalive_connections=2000)
@@ -61,7 +61,8 @@ async def load(url: str, queries: list[str], rate: float, duration: float, heade
             if delay > 0: await asyncio.sleep(delay)
             sent = time.perf_counter()
             try:
-                r = await client.post("/search", json={"query": queries[i % len(queries)], "k": 10})
+                body = {"query": queries[i % len(queries)], "k": 10, **({"user": f"shopper-{i % users}"} if users else {})}
+                r = await client.post("/search", json=body)
                 code = r.status_code
             except httpx.HTTPError as e: code = type(e).__name__
             done = time.perf_counter()

@@ -12,8 +12,8 @@ def demo(
     keep_serving: bool = typer.Option(False, help="leave the service running at the end (and say how to stop it)"),
     port: int = typer.Option(3000, help="the service's port on 127.0.0.1"),
 ):
-    "The whole kit on the embedded default: sweep → leaderboard → winner → gate → package → service → a few requests."
-    import os, signal, subprocess, sys, time
+    "The whole kit on the embedded default: sweep → leaderboard → winner → gate → package → service → requests → a simulated A/B."
+    import os, secrets, signal, subprocess, sys, time
     import httpx
     from recnb.config import find_settings_file
     from recnb.deploy import package as package_run
@@ -21,20 +21,32 @@ def demo(
     sweep_file = sweep_file or root / "params" / "sweep-default.yaml"
     start = time.perf_counter()
     def stage(text): typer.secho(f"\n== [{time.perf_counter() - start:5.0f} s] {text}", bold=True)
-    stage(f"1/5 sweep {sweep_file} (each parameter set runs the experiment notebook with papermill)")
+    stage(f"1/6 sweep {sweep_file} (each parameter set runs the experiment notebook with papermill)")
     out = sweep_and_gate(sweep_file, jobs=1, resume=True)
-    stage(f"2/5 package the winner of {out}")
+    stage(f"2/6 package the winner of {out} and the runner-up")
     tag = package_run(out)
     import bentoml
+    from recnb.config import write_yaml
     from recnb.experiment import load_run_data
     from recnb.params import load_params
+    from recnb.sweep import leaderboard
+    board = leaderboard(out, write=False)   # best first on validation
+    finished = board.loc[board["status"] == "finished", "run"].tolist()
+    runner_up = package_run(out / finished[1]) if len(finished) > 1 else tag   # one finished run: an A/A test
     info_run_dir = json.loads((Path(bentoml.models.get(tag).path) / "package.json").read_text())["run_dir"]
     card = Path(bentoml.models.get(tag).path) / "README.md"
-    typer.echo(f"packaged {tag}; model card: {card}")
-    stage(f"3/5 start the service: recnb serve {tag} (bentoml serve service:RecnbService) on 127.0.0.1:{port}")
+    typer.echo(f"packaged {tag} (winner); model card: {card}")
+    typer.echo(f"packaged {runner_up} (runner-up {finished[1]})" if runner_up != tag else "no runner-up: the A/B is an A/A test of the winner")
+    experiment = out / "ab.yaml"
+    write_yaml(experiment, {"name": "demo-ab", "mode": "split", "salt": secrets.token_hex(8), "min_effect": 0.05,
+                            "arms": [{"name": "champion", "model": tag, "share": 0.5}, {"name": "challenger", "model": runner_up, "share": 0.5}]})
+    os.environ.setdefault("RECNB_AB_SECRET", secrets.token_hex(16))   # the demo's own; set it to keep shoppers' keys stable
+    os.environ["RECNB_FEEDBACK_LOG"] = str(out / "demo-ab.sqlite")
+    (out / "demo-ab.sqlite").unlink(missing_ok=True)
+    stage(f"3/6 start the service: recnb serve --experiment {experiment} (bentoml serve service:RecnbService) on 127.0.0.1:{port}")
     log = out / "service.log"
-    server = subprocess.Popen([sys.executable, "-m", "recnb.cli", "serve", tag, "--port", str(port)], cwd=root,
-                              stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen([sys.executable, "-m", "recnb.cli", "serve", "--experiment", str(experiment), "--port", str(port)],
+                              cwd=root, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -45,7 +57,7 @@ def demo(
             time.sleep(0.5)
         else: fail(f"the service was not ready in 120 s; see {log}", 1)
         typer.echo(f"ready (pid {server.pid}, log {log})")
-        stage("4/5 a few real requests")
+        stage("4/6 a few real requests")
         info = httpx.get(f"{url}/info", timeout=10).json()
         data = load_run_data(load_params(Path(info_run_dir) / "params.yaml"))
         queries = data.queries_in("test")["query"].tolist()[:2]  # held-out shoppers' queries
@@ -56,16 +68,24 @@ def demo(
             sent = time.perf_counter()
             answer = httpx.post(f"{url}{path}", json=body, timeout=30)
             took = 1000 * (time.perf_counter() - sent)
-            typer.echo(f"POST {path} {json.dumps(body)} → {answer.status_code} in {took:.1f} ms")
+            typer.echo(f"POST {path} {json.dumps(body)} → {answer.status_code} in {took:.1f} ms: arm {answer.json().get('arm')}")
             for item in answer.json().get("items", []): typer.echo(f"    {item['score']:.3f}  {item['item_id']}  {item['title']}")
         typer.echo(f"model {info['tag']} ({info['ranker']}, {info['items']:,} items, {info['device']}), valid "
                    f"{info['metrics']['valid'][info['ranker']]['ndcg@10']:.4f} NDCG@10")
         typer.echo(f"metrics: {url}/metrics    docs: {url}/docs    model card: {card}")
+        stage("5/6 a simulated A/B: shoppers search and click by a position-biased click model (recnb ab simulate)")
+        from recnb.clicks import simulate_shoppers
+        from recnb.cli_ab import ab_report
+        test = data.queries_in("test")
+        with httpx.Client(base_url=url, timeout=30) as client:
+            seen = simulate_shoppers(client, dict(zip(test["query_id"], test["query"])), data.qrels("test"), units=300)
+        typer.echo(f"{seen['shoppers']} shoppers: answers {seen['answers']}, events {seen['events']}")
+        ab_report(out / "demo-ab.sqlite", experiment, None)
     finally:
         if keep_serving and server.poll() is None:
-            stage(f"5/5 the service keeps running at {url}: stop it with `kill -TERM -{server.pid}`")
+            stage(f"6/6 the service keeps running at {url}: stop it with `kill -TERM -{server.pid}`")
         else:
-            stage("5/5 stop the service")
+            stage("6/6 stop the service")
             try: os.killpg(server.pid, signal.SIGTERM); server.wait(timeout=30)
             except subprocess.TimeoutExpired: os.killpg(server.pid, signal.SIGKILL); server.wait()
             except ProcessLookupError: pass
