@@ -1,6 +1,7 @@
 """/search p99 with an experiment's two arms and its feedback log against one arm without a log.
 
-python bench/bench_ab_serve.py --model recnb:TAG [--challenger recnb:TAG2] [--rate 20] [--duration 60] [--rounds 3] [--json out.json]
+python bench/bench_ab_serve.py --model recnb:TAG [--challenger recnb:TAG2] [--rate 20] [--duration 60] [--rounds 3]
+    [--order one-arm,split-logged,interleave-logged] [--json out.json]
 An open-model load at --rate requests/s (bench_serve.load: the package's test queries, shoppers cycling over 2,000 ids)
 on 127.0.0.1, alternating in each round: `one-arm` (RECNB_MODEL, no experiment: nothing logged), `split-logged` (a 50/50
 split of --model and --challenger, every answer written to the SQLite log with full sync before it is returned) and
@@ -23,6 +24,7 @@ def main():
     p.add_argument("--duration", type=float, default=60)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--users", type=int, default=2000)
+    p.add_argument("--order", default="one-arm,split-logged,interleave-logged", help="contenders, in the order each round runs them")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     import bentoml
@@ -42,8 +44,9 @@ def main():
                                                      "arms": [{"name": "champion", "model": str(champion.tag), "share": 0.5},
                                                               {"name": "challenger", "model": str(challenger), "share": 0.5}]}))
     base = {"RECNB_MODEL": str(champion.tag), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    contenders = {"one-arm": {}, **{f"{m}-logged": {"RECNB_EXPERIMENT": str(experiments[m]), "RECNB_AB_SECRET": "bench-secret-0123456789",
-                                                    "RECNB_FEEDBACK_LOG": str(folder / f"{m}.sqlite")} for m in experiments}}
+    known = {"one-arm": {}, **{f"{m}-logged": {"RECNB_EXPERIMENT": str(experiments[m]), "RECNB_AB_SECRET": "bench-secret-0123456789",
+                                               "RECNB_FEEDBACK_LOG": str(folder / f"{m}.sqlite")} for m in experiments}}
+    contenders = {name: known[name] for name in args.order.split(",")}
     command = [sys.executable, "-m", "bentoml", "serve", "service:RecnbService", "--host", "127.0.0.1"]
     out = {"machine": machine_name(), "champion": str(champion.tag), "challenger": str(challenger), "ranker": info["ranker"],
            "items": info["items"], "rate": args.rate, "duration_s": args.duration, "rounds": []}
@@ -63,7 +66,7 @@ def main():
         out["rounds"].append(row)
     medians = {name: float(np.median([row[name]["p99_ms"] for row in out["rounds"]])) for name in contenders}
     out["median_p99_ms"] = medians
-    out["p99_ratio_to_one_arm"] = {name: round(v / medians["one-arm"], 3) for name, v in medians.items()}
+    out["p99_ratio_to_one_arm"] = {name: round(v / medians["one-arm"], 3) for name, v in medians.items()} if "one-arm" in medians else {}
     for name, ratio in out["p99_ratio_to_one_arm"].items(): print(f"{name:18s} median p99 {medians[name]:6.1f} ms = {ratio:.3f}× one arm")
     if args.json: args.json.write_text(json.dumps(out, indent=2))
 

@@ -119,9 +119,10 @@ def report(requests: pd.DataFrame, feedback: pd.DataFrame, experiment: Experimen
     champion = experiment.champion
     challenger = next(a.name for a in experiment.arms if a.name != champion)
     arms = {}
-    for name, rows in answers.groupby("arm"):
+    for name, rows in answers.groupby("arm"):   # rates over the shoppers' answers, the ones compared (if any)
+        rated = rows[rows["unit"].notna()] if rows["unit"].notna().any() else rows
         arms[name] = {"requests": len(rows), "units": int(rows["unit"].nunique()), "without_unit": int(rows["unit"].isna().sum()),
-                      **{m: float(rows[c].mean()) for m, c in METRICS.items()}}
+                      **{m: float(rated[c].mean()) for m, c in METRICS.items()}}
     out = {"experiment": experiment.name, "mode": experiment.mode, "champion": champion, "challenger": challenger,
            "models": {a.name: a.model for a in experiment.arms}, "arms": arms, "alpha": experiment.alpha}
     if experiment.mode == "interleave":
@@ -149,8 +150,9 @@ def write_report(result: dict, folder: str | Path) -> Path:
     write_json(folder / "report.json", result)
     lines = [f"# {result['experiment']}: {result['verdict']}", "", f"mode {result['mode']}, champion {result['champion']} "
              f"({result['models'][result['champion']]}), challenger {result['challenger']} ({result['models'][result['challenger']]})", "",
-             "| arm | requests | units | click-through | conversion | MRR of first click |", "|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {a} | {r['requests']:,} | {r['units']:,} | {r['ctr']:.4f} | {r['conversion']:.4f} | {r['mrr']:.4f} |" for a, r in result["arms"].items()]
+             "| arm | requests | units | without a unit | click-through | conversion | MRR of first click |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {a} | {r['requests']:,} | {r['units']:,} | {r['without_unit']:,} | {r['ctr']:.4f} | {r['conversion']:.4f} | {r['mrr']:.4f} |"
+              for a, r in result["arms"].items()]
     if "comparisons" in result:
         lines += ["", "| metric | difference | 95 % interval | p (fixed horizon) |", "|---|---:|---|---:|"]
         lines += [f"| {m} | {c['difference']:+.4f} | [{c['interval'][0]:+.4f}, {c['interval'][1]:+.4f}] | {c['p']:.4f} |"

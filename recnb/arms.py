@@ -35,7 +35,6 @@ class Experiment(StrictModel):
     min_effect: float = Field(0.01, gt=0, lt=1)      # the smallest click-through difference worth detecting (sample size)
     alpha: float = Field(0.05, gt=0, lt=0.5)
     power: float = Field(0.8, gt=0.5, lt=1)
-    auto_promote: bool = False                # promote a winning challenger without `recnb ab promote`
 
     @model_validator(mode="after")
     def _consistent(self):
