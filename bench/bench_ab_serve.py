@@ -5,7 +5,7 @@ python bench/bench_ab_serve.py --model recnb:TAG [--challenger recnb:TAG2] [--ra
 An open-model load at --rate requests/s (bench_serve.load: the package's test queries, shoppers cycling over 2,000 ids)
 on 127.0.0.1, alternating in each round: `one-arm` (RECNB_MODEL, no experiment: nothing logged), `split-logged` (a 50/50
 split of --model and --challenger, every answer written to the SQLite log with full sync before it is returned) and
-`interleave-logged` (both models rank every request). The challenger defaults to the same run packaged again. Each
+`interleave-logged` (both models rank every request). The challenger defaults to the same run packaged again (as recnb-challenger). Each
 server is started, warmed and stopped by its PID; the log is deleted before each start.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main():
     from recnb.params import load_params
     champion = bentoml.models.get(args.model)
     info = json.loads((Path(champion.path) / "package.json").read_text())
-    challenger = args.challenger or package(info["run_dir"])
+    challenger = args.challenger or package(info["run_dir"], name="recnb-challenger")   # recnb:latest stays the champion
     queries = load_run_data(load_params(Path(info["run_dir"]) / "params.yaml")).queries_in("test")["query"].tolist()
     np.random.default_rng(0).shuffle(queries)
     folder = Path(tempfile.mkdtemp(prefix="bench-ab-"))

@@ -32,7 +32,8 @@ def demo(
     from recnb.sweep import leaderboard
     board = leaderboard(out, write=False)   # best first on validation
     finished = board.loc[board["status"] == "finished", "run"].tolist()
-    runner_up = package_run(out / finished[1]) if len(finished) > 1 else tag   # one finished run: an A/A test
+    runner_up = package_run(out / finished[1], name="recnb-runner-up") if len(finished) > 1 else tag   # one run: an A/A test
+    # (its own model name: recnb:latest, what `recnb serve` serves by default, stays the winner)
     info_run_dir = json.loads((Path(bentoml.models.get(tag).path) / "package.json").read_text())["run_dir"]
     card = Path(bentoml.models.get(tag).path) / "README.md"
     typer.echo(f"packaged {tag} (winner); model card: {card}")

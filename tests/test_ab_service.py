@@ -16,8 +16,8 @@ USERS = 10_000
 
 @pytest.fixture(scope="module")
 def arms(packaged):
-    "The champion and a challenger: the same run packaged again, a new model version."
-    out = recnb("package", packaged["run_dir"], env=packaged["env"])
+    "The champion and a challenger: the same run packaged again under a name of its own (recnb:latest stays the champion)."
+    out = recnb("package", packaged["run_dir"], "--name", "recnb-challenger", env=packaged["env"])
     assert out.returncode == 0, out.stderr[-2000:]
     return packaged["tag"], out.stdout.strip().splitlines()[-1]
 
