@@ -14,7 +14,7 @@ from .arms import Arm, Experiment, assign, team_draft
 from .baselines import Ranking
 from .config import write_json
 from .feedback import FeedbackError, FeedbackLog
-from .serving import Answer, FeedbackAck, Hit, PackagedModel, RequestError, Unit
+from .serving import Answer, FeedbackAck, PackagedModel, RequestError, Unit
 
 # %% auto #0
 __all__ = ['UNIT_HEADER', 'INTERLEAVED', 'unit_of', 'load_models', 'ArmedModels', 'promotion_path', 'read_promotion', 'promote']
@@ -105,10 +105,7 @@ class ArmedModels:
             picked = [(i, scores[t][i], t) for i, t in team_draft([r.ids[0] for r in rankings], k, seed=request_id)]
         name = arms[0].name if len(arms) == 1 else INTERLEAVED
         tag = " ".join(self.models[a.model].tag for a in arms)
-        items = []
-        for item, score, team in picked:
-            model = self.models[arms[team].model]
-            items.append(Hit(item_id=item, score=float(score), title=model.titles[model.position[item]], arm=arms[team].name))
+        items = [self.models[arms[t].model].hits(Ranking([[i]], [[s]]), arm=arms[t].name)[0] for i, s, t in picked]
         if self.log is not None:
             self.log.record_request(request_id, self.experiment.name, route, name, tag, [(h.item_id, h.arm) for h in items],
                                     unit=unit, query=query)
