@@ -11,7 +11,8 @@ from .config import write_json, write_yaml
 from .params import Params
 
 # %% auto #0
-__all__ = ['PACKAGES', 'code_version', 'package_versions', 'device_description', 'Stopwatch', 'load_run_data', 'run']
+__all__ = ['PACKAGES', 'code_version', 'package_versions', 'device_description', 'Stopwatch', 'load_run_data', 'champion_ranker',
+           'run']
 
 # %% ../nbs/16_experiment.ipynb #84705065
 PACKAGES = ("recnb", "torch", "transformers", "pytorch-lightning", "sentence-transformers", "bm25s", "numpy", "pandas", "wandb", "bentoml", "papermill")
@@ -63,7 +64,40 @@ def load_run_data(params: Params):
     data = load_dataset(d.name, d.path, seed=params.seed, fractions=d.fractions,
                         sizes=dict(n_items=d.n_items, n_queries=d.n_queries, n_users=d.n_users), **d.options)
     if d.max_items and isinstance(data, SearchData): data = sample_search_data(data, d.max_items, params.seed)
+    if d.feedback is not None:
+        from recnb.logged import read_feedback_judgements, with_feedback
+        if not isinstance(data, SearchData): raise ValueError(f"data.feedback: {d.name!r} is not a search dataset; logged clicks judge search queries")
+        data = with_feedback(data, read_feedback_judgements(d.feedback.path), d.feedback.valid_share, d.feedback.path)
     return data
+
+def champion_ranker(
+    path: str | Path,       # the champion: a run directory, or a package folder (`recnb package`; verified first)
+    data,                   # this run's dataset: the champion ranks its catalog
+    bm25=None,              # this run's BM25 ranker, reused when the champion fuses with BM25
+    cooccurrence=None,      # this run's co-occurrence ranker, reused when the champion fuses with it
+):
+    "The champion's own ranker (its encoder, ranker, fusion, history length) over this run's catalog, named `champion`."
+    from recnb.data import task_of
+    from recnb.encoder import Encoder
+    from recnb.evaluate import model_rankers
+    from recnb.params import load_params
+    from recnb.scorer import ItemIndex
+    from recnb.verify import PACKAGE_FILE, verify_package
+    path = Path(path)
+    if (path / PACKAGE_FILE).is_file():
+        info = verify_package(path)
+        ranker, fusion, history_items = info["ranker"], info["fusion"], info["history_items"]
+    else:
+        params = load_params(path / "params.yaml")
+        ranker, fusion, history_items = json.loads((path / "metrics.json").read_text())["model"], params.eval.fusion, params.train.history_items
+    encoder = Encoder(str(path / "model"))
+    task = task_of(data)
+    if task == "recommendation" and cooccurrence is None and ranker == "fine-tuned+co-occurrence":
+        from recnb.baselines import CooccurrenceRanker
+        cooccurrence = CooccurrenceRanker(data.split().train)
+    rankers = model_rankers(task, encoder, ItemIndex.build(encoder, data.catalog), data.catalog, history_items,
+                            fuse_with_bm25=ranker == "fine-tuned+bm25", fusion=fusion, bm25=bm25, cooccurrence=cooccurrence)
+    return rankers[ranker]
 
 # %% ../nbs/16_experiment.ipynb #0e1ebc2c
 def run(
@@ -97,6 +131,8 @@ def run(
         zero_shot = Encoder(params.train.model)
         baselines = baseline_rankers(data, params.eval.baselines, zero_shot)
         score(baselines)
+    if params.eval.champion:
+        with clock.stage("champion"): score({"champion": champion_ranker(params.eval.champion, data, baselines.get("bm25"))})
     tracker = settings.tracker_mode if params.tracker == "settings" else params.tracker
     fit_info = {}
     if params.train.epochs > 0:

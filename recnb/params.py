@@ -13,13 +13,19 @@ from .datasets import dataset_problems
 from .evaluate import REC_RANKERS, SEARCH_RANKERS
 
 # %% auto #0
-__all__ = ['Metric', 'Baseline', 'StrictModel', 'DataParams', 'TrainParams', 'EvalParams', 'Params', 'ParamsLoader',
-           'ParamsError', 'read_yaml', 'problems_of', 'validate_params', 'validate_train', 'load_params', 'set_dotted']
+__all__ = ['Metric', 'Baseline', 'StrictModel', 'FeedbackData', 'DataParams', 'TrainParams', 'EvalParams', 'ResourceParams',
+           'Params', 'ParamsLoader', 'ParamsError', 'read_yaml', 'problems_of', 'validate_params', 'validate_train',
+           'load_params', 'set_dotted']
 
 # %% ../nbs/12_params.ipynb #7a74f8f3
 class StrictModel(BaseModel):
     "A schema that refuses unknown keys and wrong types."
     model_config = ConfigDict(extra="forbid", strict=True)
+
+class FeedbackData(StrictModel):
+    "Judgements read from the shop's clicks (`recnb.logged`), added to a search dataset."
+    path: str                                    # the snapshot a retrain wrote (`recnb.logged.write_feedback_judgements`)
+    valid_share: float = Field(0.3, ge=0, le=1)  # the newest share of the logged queries that joins validation
 
 class DataParams(StrictModel):
     "Which dataset and how to split it."
@@ -31,6 +37,7 @@ class DataParams(StrictModel):
     max_items: Optional[int] = Field(None, gt=0) # evaluate and train on a seeded slice of the catalog
     fractions: list[float] = Field([0.8, 0.1, 0.1], min_length=3, max_length=3)  # train, valid, test query shares
     options: dict = {}                           # extra loader arguments (column mapping of `table`, ...)
+    feedback: Optional[FeedbackData] = None      # search: add the queries and clicks shoppers logged
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self):
@@ -81,6 +88,12 @@ class EvalParams(StrictModel):
     fuse_with_cooccurrence: bool = True          # recommendation: also score it fused with item co-occurrence
     fusion: Literal["blend", "rrf"] = "blend"    # how: equal-weight min–max score blend (beat RRF on Home Depot, bench/RESULTS.md) or reciprocal rank
     model_ranker: Literal["fine-tuned", "fine-tuned+bm25", "fine-tuned-items", "fine-tuned+co-occurrence", "best"] = "best"  # the run's model (`recnb.evaluate.model_rankers`); best = the best on validation
+    champion: Optional[str] = None               # the serving champion (a run directory or a package folder): re-evaluated on this run's splits as ranker `champion`
+
+class ResourceParams(StrictModel):
+    "What one run asks of a distributed engine (`recnb sweep --backend ray`)."
+    cpus: float = Field(1, gt=0)
+    gpus: float = Field(0, ge=0)
 
 class Params(StrictModel):
     "One parameter set: everything a run needs."
@@ -92,6 +105,7 @@ class Params(StrictModel):
     tracker: Literal["offline", "online", "disabled", "settings"] = "settings"  # wandb mode; settings = tracker_mode setting
     project: str = "recnb"
     group: Optional[str] = None                  # wandb group; the sweep sets it
+    resources: ResourceParams = ResourceParams()
 
 # %% ../nbs/12_params.ipynb #c4604a98
 class ParamsLoader(yaml.SafeLoader):
@@ -127,11 +141,26 @@ def problems_of(error: ValidationError, prefix: str = "") -> list[str]:
         problems.append(f"{key}: {msg}{got}")
     return problems
 
+def _path_problems(values: dict) -> list[str]:
+    "Files the parameters name that are not there: the feedback snapshot, the champion's model."
+    found = []
+    def get(*keys):
+        value = values
+        for k in keys: value = value.get(k) if isinstance(value, dict) else None
+        return value
+    feedback = get("data", "feedback", "path")
+    if isinstance(feedback, str) and not Path(feedback).is_file(): found.append(f"data.feedback.path: {feedback} is not a file")
+    champion = get("eval", "champion")
+    if isinstance(champion, str) and not (Path(champion) / "model").is_dir():
+        found.append(f"eval.champion: {champion} holds no model/ folder (give a run directory or a package folder)")
+    return found
+
 def validate_params(values: dict, source: str = "<params>") -> Params:
     "Validate a mapping; all problems (keys, values, the dataset's name and path) are raised together as `ParamsError`."
     data = values.get("data", {}) if isinstance(values, dict) else {}
     name = data.get("name", "synthetic") if isinstance(data, dict) else None
     problems = dataset_problems(name, data.get("path")) if isinstance(name, str) else []
+    problems += _path_problems(values)
     try: params = Params.model_validate(values)
     except ValidationError as e: problems += problems_of(e)
     if problems: raise ParamsError(source, problems) from None
