@@ -78,7 +78,7 @@ class RecnbService:
             if EXPERIMENT:
                 from recnb.feedback import FeedbackLog
                 log = FeedbackLog(LOG_PATH, SECRET, keep_queries=EXPERIMENT.keep_queries)
-            self.armed = ArmedModels(models, EXPERIMENT, log, arm=ARM, promotion=read_promotion(LOG_PATH) if EXPERIMENT else None)
+            self.armed = ArmedModels(models, EXPERIMENT, log, arm=ARM, promotion=read_promotion(LOG_PATH, EXPERIMENT.name) if EXPERIMENT else None)
         except Exception as e:  # a package or experiment that cannot be served: refuse it (503 with the reason), never restart in a loop
             self.refusal = str(e).splitlines()[0]
             print(f"recnb: refusing {', '.join(TAGS)}: {self.refusal}", file=sys.stderr, flush=True)
@@ -99,7 +99,7 @@ class RecnbService:
             experiment = {"name": EXPERIMENT.name, "mode": EXPERIMENT.mode, "champion": EXPERIMENT.champion, "log": str(LOG_PATH),
                           "arms": [{"name": a.name, "model": self.armed.models[a.model].tag, "share": a.share, **self.costs[a.model]}
                                    for a in EXPERIMENT.arms],
-                          "promotion": {k: v for k, v in (read_promotion(LOG_PATH) or {}).items() if k != "report"} or None}
+                          "promotion": {k: v for k, v in (read_promotion(LOG_PATH, EXPERIMENT.name if EXPERIMENT else None) or {}).items() if k != "report"} or None}
         return {**champion.describe(), "arm": self.armed.arms_for(None)[0].name, "experiment": experiment}
 
     def _rank(self, tag: str, queries: list[str]) -> list[Ranked]:

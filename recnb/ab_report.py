@@ -115,6 +115,8 @@ def interleaving(answers: pd.DataFrame, champion: str, challenger: str) -> dict:
 # %% ../nbs/24_ab_report.ipynb #b96c6734
 def report(requests: pd.DataFrame, feedback: pd.DataFrame, experiment: Experiment, checks: int = 20) -> dict:
     "The experiment's report: arms, comparisons, sequential test, sample ratio, sample size, interleaving, verdict."
+    requests = requests[requests["experiment"] == experiment.name]   # a log may hold earlier rounds
+    if requests.empty: raise ValueError(f"the log holds no answers of experiment {experiment.name!r}")
     answers = answers_of(requests, feedback)
     champion = experiment.champion
     challenger = next(a.name for a in experiment.arms if a.name != champion)

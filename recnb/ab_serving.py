@@ -135,11 +135,15 @@ def promotion_path(log: str | Path) -> Path:
     "Where a log's promotion is written: beside it."
     log = Path(log); return log.with_name(f"{log.stem}-promotion.json")
 
-def read_promotion(log: str | Path) -> dict | None:
+def read_promotion(
+    log: str | Path,                # the feedback log
+    experiment: str | None = None,  # only a promotion of this experiment (a later round's file may share the log)
+) -> dict | None:
     "The promotion written beside a log, or None."
     import json
     path = promotion_path(log)
-    return json.loads(path.read_text()) if path.is_file() else None
+    found = json.loads(path.read_text()) if path.is_file() else None
+    return found if found is None or experiment is None or found.get("experiment") == experiment else None
 
 def promote(
     log: str | Path,           # the experiment's feedback log

@@ -35,6 +35,7 @@ class Experiment(StrictModel):
     min_effect: float = Field(0.01, gt=0, lt=1)      # the smallest click-through difference worth detecting (sample size)
     alpha: float = Field(0.05, gt=0, lt=0.5)
     power: float = Field(0.8, gt=0.5, lt=1)
+    auto_promote: bool = False                # `recnb watch` promotes the challenger once the report's verdict names it
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -7,6 +7,7 @@ import typer
 from recnb.cli_ab import ab
 from recnb.cli_common import fail, report_winner, sweep_and_gate
 from recnb.cli_demo import demo
+from recnb.cli_loop import retrain, watch
 
 DATASETS_HELP = ("dataset: synthetic, synthetic-rec, homedepot, wands, amazon-scientific, amazon-beauty, or table "
                  "(--path: a CSV/TSV/parquet file with one judged pair per row; columns named by --query-col, --item-id-col, "
@@ -139,9 +140,11 @@ def sweep(
     resume: bool = typer.Option(False, help="skip runs that already finished"),
     out: Optional[Path] = typer.Option(None, help="sweep folder; runs_dir/<sweep name> when omitted"),
     kernel: Optional[str] = typer.Option(None, help="Jupyter kernel; the kernel_name setting when omitted"),
+    backend: str = typer.Option("local", help="local (--jobs at once), or ray: each set a Ray task asking for its resources.cpus/gpus"),
+    address: Optional[str] = typer.Option(None, help="ray: the cluster's address (ray.init); a local Ray when omitted. Run folders must be on a shared disk"),
 ):
     "Run every parameter set of a sweep, rank them on validation, pick the winner and apply the gate."
-    sweep_and_gate(sweep_file, jobs=jobs, resume=resume, out=out, kernel=kernel)
+    sweep_and_gate(sweep_file, jobs=jobs, resume=resume, out=out, kernel=kernel, backend=backend, address=address)
 
 
 
@@ -229,35 +232,6 @@ def serve(
 
 
 @app.command()
-def watch(
-    command: Optional[str] = typer.Option(None, help="the retrain, shell words run in this folder (default: recnb sweep params/sweep-default.yaml)"),
-    audit: Optional[Path] = typer.Option(None, help="the audit log, appended (default: <runs_dir>/watch/audit.jsonl); it keeps the cooldown across restarts"),
-    host: str = typer.Option("127.0.0.1", help="address to listen on"),
-    port: int = typer.Option(3100, help="port to listen on (alertmanager.yml's webhook)"),
-    retrain_on: str = typer.Option("QueryDrift", help="comma-separated alert names that start a retrain; the rest are only audited"),
-    cooldown_s: float = typer.Option(3600.0, help="no retrain within this many seconds of the last start"),
-    max_per_day: int = typer.Option(3, help="most retrains started in any 24 hours"),
-    dry_run: bool = typer.Option(False, help="decide and audit, start nothing"),
-):
-    "Receive Alertmanager's notifications (bearer RECNB_WATCH_TOKEN): audit every alert, retrain on drift, one at a time, with a cooldown and a daily maximum."
-    import os, shlex, sys
-    import uvicorn
-    from recnb.config import load_settings
-    from recnb.watch import TOKEN_ENV, AuditLog, Watcher, watch_app, watch_counter
-    token = os.environ.get(TOKEN_ENV, "")
-    if len(token) < 16: fail(f"error: set {TOKEN_ENV} to a token of at least 16 characters (Alertmanager presents it as its bearer token)")
-    if cooldown_s < 0 or max_per_day < 1: fail("error: --cooldown-s must be at least 0 and --max-per-day at least 1")
-    words = shlex.split(command) if command else [sys.executable, "-m", "recnb.cli", "sweep", "params/sweep-default.yaml"]
-    audit = audit or Path(load_settings().runs_dir) / "watch" / "audit.jsonl"
-    watcher = Watcher(AuditLog(audit), words, retrain_on=[a.strip() for a in retrain_on.split(",") if a.strip()],
-                      cooldown_s=cooldown_s, max_per_day=max_per_day, dry_run=dry_run, counter=watch_counter())
-    typer.echo(f"recnb watch on http://{host}:{port}/alerts: retrain on {retrain_on} with `{shlex.join(words)}`"
-               f"{' (dry run)' if dry_run else ''}; audit {audit}")
-    try: uvicorn.run(watch_app(watcher, token), host=host, port=port, log_level="warning")
-    finally: watcher.stop()
-
-
-@app.command()
 def new(
     directory: Path = typer.Argument(..., help="the new project's folder (created; must not exist or be empty)"),
 ):
@@ -280,6 +254,8 @@ def new(
 
 
 app.command()(demo)
+app.command()(watch)
+app.command()(retrain)
 app.add_typer(ab, name="ab")
 
 if __name__ == "__main__":

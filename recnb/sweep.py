@@ -151,15 +151,26 @@ def sweep_progress(
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
+def _guarded_run(entry: dict, out: Path, kernel: str | None) -> dict:
+    "`_run_set`, with a failure of the bookkeeping itself recorded too."
+    try: return _run_set(entry, out, kernel)
+    except Exception as e:
+        status = {"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+        write_json(out / entry["name"] / "status.json", status)
+        return status
+
 def run_sweep(
     sweep_path: str | Path,        # the sweep file
     out: str | Path | None = None, # the sweep folder; runs_dir/<name> by default
-    jobs: int = 1,                 # parameter sets run at once (each its own papermill process)
+    jobs: int = 1,                 # local: parameter sets run at once (each its own papermill process)
     resume: bool = False,          # skip runs that already finished
     kernel: str | None = None,
     echo=print,                    # progress lines
+    backend: str = "local",        # local, or ray: each set a Ray task with its `resources`
+    address: str | None = None,    # ray: the cluster (`ray.init`'s address); a local Ray when omitted
 ) -> pd.DataFrame:
     "Run every parameter set of a sweep, then write the leaderboard and the winner."
+    if backend not in ("local", "ray"): raise ValueError(f"backend must be local or ray, not {backend!r}")
     spec, sets = expand(sweep_path)
     out = Path(out) if out else sweep_dir(sweep_path, spec)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,19 +182,39 @@ def run_sweep(
             echo(f"skip {entry['name']} (finished)"); continue
         todo.append(entry)
     started, done, lock = time.perf_counter(), [0], threading.Lock()
-    def one(entry):
-        echo(f"start {entry['name']}")
-        try: status = _run_set(entry, out, kernel)
-        except Exception as e:  # a failure of the bookkeeping itself is recorded too
-            status = {"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-            write_json(out / entry["name"] / "status.json", status)
+    def finished(entry, status):
         with lock: done[0] += 1; progress = sweep_progress(done[0], len(todo), time.perf_counter() - started)
         echo(f"{status['status']:8s} {entry['name']} [{progress}]" + (f": {status.get('error', '')[:300]}" if status["status"] != "finished" else ""))
-        return status
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool: list(pool.map(one, todo))
+    if backend == "ray": _run_on_ray(todo, out, kernel, address, finished, echo)
+    else:
+        def one(entry):
+            echo(f"start {entry['name']}"); finished(entry, _guarded_run(entry, out, kernel))
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool: list(pool.map(one, todo))
     board = leaderboard(out)
     pick_winner(out)
     return board
+
+def _run_on_ray(todo: list[dict], out: Path, kernel: str | None, address: str | None, finished, echo) -> None:
+    "Each parameter set as a Ray task asking for its `resources`; one that asks for more than the cluster has fails, recorded."
+    import ray
+    ours = not ray.is_initialized()
+    if ours: ray.init(address=address, include_dashboard=False, logging_level="warning", log_to_driver=False)
+    try:
+        total, task, pending = ray.cluster_resources(), ray.remote(_guarded_run), {}
+        for entry in todo:
+            if "error" not in entry:
+                asks = entry["params"].resources
+                if asks.cpus > total.get("CPU", 0) or asks.gpus > total.get("GPU", 0):
+                    entry = {**entry, "error": f"resources: asks for {asks.cpus:g} CPU and {asks.gpus:g} GPU; the Ray cluster has "
+                                               f"{total.get('CPU', 0):g} CPU and {total.get('GPU', 0):g} GPU"}
+            if "error" in entry: finished(entry, _guarded_run(entry, out, kernel)); continue
+            pending[task.options(num_cpus=asks.cpus, num_gpus=asks.gpus).remote(entry, out, kernel)] = entry
+            echo(f"queued {entry['name']} on Ray ({asks.cpus:g} CPU, {asks.gpus:g} GPU)")
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            finished(pending.pop(ready[0]), ray.get(ready[0]))
+    finally:
+        if ours: ray.shutdown()
 
 # %% ../nbs/17_sweep.ipynb #a965f729
 def leaderboard(

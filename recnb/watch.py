@@ -13,8 +13,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field
 
 # %% auto #0
-__all__ = ['TOKEN_ENV', 'RETRAIN_ON', 'MAX_BODY_BYTES', 'DECISIONS', 'STARTS', 'Alert', 'Notification', 'AuditLog',
-           'watch_counter', 'Watcher', 'watch_app']
+__all__ = ['TOKEN_ENV', 'RETRAIN_ON', 'MAX_BODY_BYTES', 'DECISIONS', 'STARTS', 'RETRAIN_STEPS', 'Alert', 'Notification',
+           'AuditLog', 'watch_counter', 'Watcher', 'watch_app']
 
 # %% ../nbs/26_watch.ipynb #e8eafbe5
 TOKEN_ENV = "RECNB_WATCH_TOKEN"   # the bearer token Alertmanager presents (alertmanager.yml's credentials_file)
@@ -65,6 +65,7 @@ class AuditLog:
 # %% ../nbs/26_watch.ipynb #c86e2385
 DECISIONS = ("noted", "busy", "cooldown", "daily_limit", "dry_run", "started")
 STARTS = ("retrain_started", "retrain_dry_run")
+RETRAIN_STEPS = ("retrain_data", "gate_passed", "gate_failed", "challenger_registered")   # what `recnb retrain` audits
 
 def watch_counter(registry: CollectorRegistry = REGISTRY) -> Counter:
     "`recnb_watch_events_total{event}`: alerts received, decisions, retrains started, finished and failed."
@@ -123,13 +124,28 @@ class Watcher:
     def _start(self, alerts: list[str]) -> None:
         output = self.log_dir / f"retrain-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.log"
         self._record("retrain_started", command=self.command, alerts=alerts, output=str(output))
+        before = len(self.audit.entries())
         log = open(output, "wb")
         self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         def wait(process=self.process):
             code = process.wait(); log.close()
+            if self.counter is not None:   # the retrain's own steps, audited by it, counted here
+                for entry in self.audit.entries()[before:]:
+                    if entry["event"] in RETRAIN_STEPS: self.counter.labels(entry["event"]).inc()
             self._record("retrain_finished" if code == 0 else "retrain_failed", returncode=code, output=str(output),
                          tail=output.read_text(errors="replace")[-2000:] if code else "")
         threading.Thread(target=wait, daemon=True).start()
+
+    def promote_every(self, seconds: float, promoter) -> threading.Thread:
+        "Call `promoter` (no arguments; a promotion's decision or None) every `seconds`, auditing each promotion."
+        def loop():
+            while True:
+                time.sleep(seconds)
+                try: decision = promoter()
+                except Exception as e: self._record("promotion_failed", error=f"{type(e).__name__}: {e}"); continue
+                if decision: self._record("promoted", **{k: v for k, v in decision.items() if k != "report"})
+        thread = threading.Thread(target=loop, daemon=True); thread.start()
+        return thread
 
     def stop(self) -> None:
         "Stop a running retrain (its whole process group)."
