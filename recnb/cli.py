@@ -142,9 +142,10 @@ def sweep(
     kernel: Optional[str] = typer.Option(None, help="Jupyter kernel; the kernel_name setting when omitted"),
     backend: str = typer.Option("local", help="local (--jobs at once), or ray: each set a Ray task asking for its resources.cpus/gpus"),
     address: Optional[str] = typer.Option(None, help="ray: the cluster's address (ray.init); a local Ray when omitted. Run folders must be on a shared disk"),
+    index: Optional[int] = typer.Option(None, help="run only the set at this position (0 = the first; a Kubernetes Indexed Job's JOB_COMPLETION_INDEX)"),
 ):
     "Run every parameter set of a sweep, rank them on validation, pick the winner and apply the gate."
-    sweep_and_gate(sweep_file, jobs=jobs, resume=resume, out=out, kernel=kernel, backend=backend, address=address)
+    sweep_and_gate(sweep_file, jobs=jobs, resume=resume, out=out, kernel=kernel, backend=backend, address=address, index=index)
 
 
 

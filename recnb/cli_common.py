@@ -12,7 +12,8 @@ def fail(message: str, code: int = 2):
 
 
 def sweep_and_gate(sweep_file: Path, jobs: int = 1, resume: bool = False, out: Optional[Path] = None, kernel: Optional[str] = None,
-                   backend: str = "local", address: Optional[str] = None, exit_on_fail: bool = True) -> Path:
+                   backend: str = "local", address: Optional[str] = None, exit_on_fail: bool = True,
+                   index: Optional[int] = None) -> Path:
     "Run every parameter set of a sweep (progress printed), print the leaderboard, the winner and the gate; the sweep folder."
     import time
     from recnb.params import ParamsError
@@ -21,7 +22,7 @@ def sweep_and_gate(sweep_file: Path, jobs: int = 1, resume: bool = False, out: O
     except ParamsError as e: fail(f"error: {e}")
     out = out or sweep_dir(sweep_file, spec)
     start = time.time()
-    try: board = run_sweep(sweep_file, out, jobs=jobs, resume=resume, kernel=kernel, echo=typer.echo, backend=backend, address=address)
+    try: board = run_sweep(sweep_file, out, jobs=jobs, resume=resume, kernel=kernel, echo=typer.echo, backend=backend, address=address, index=index)
     except (ValueError, ConnectionError) as e: fail(f"error: {e}")
     typer.echo(board.to_string())
     typer.echo(f"sweep took {time.time() - start:.0f} s")

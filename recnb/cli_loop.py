@@ -89,6 +89,7 @@ def retrain(
     except ValueError as e: fail(f"error: {log}: {e}")
     finally: feedback_log.close()
     out = out or Path(load_settings().runs_dir) / f"retrain-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+    earlier = (out / "feedback.csv").read_bytes() if (out / "feedback.csv").is_file() else None
     try: sweep = prepare_retrain(sweep_file, out, judged, champion_dir, margin, valid_share)
     except ParamsError as e: fail(f"error: {e}")
     step("retrain_data", sweep=str(out), queries=int(judged["query"].nunique()), judgements=len(judged),
@@ -96,7 +97,8 @@ def retrain(
     typer.echo(f"retrain in {out}: {judged['query'].nunique():,} logged queries, {len(judged):,} judgements from clicks; "
                f"champion {champion} (margin {margin})")
     from recnb.sweep import pick_winner
-    sweep_and_gate(sweep, out=out, backend=backend, address=address, exit_on_fail=False)
+    resume = earlier == (out / "feedback.csv").read_bytes()   # the same clicks again: finished runs are kept (an interrupted retrain resumes)
+    sweep_and_gate(sweep, out=out, resume=resume, backend=backend, address=address, exit_on_fail=False)
     verdict = pick_winner(out, write=False)
     outcome = {"experiment": current.name, "champion": champion, "verdict": verdict, "registered": None}
     if not verdict["passed"]:

@@ -168,6 +168,7 @@ def run_sweep(
     echo=print,                    # progress lines
     backend: str = "local",        # local, or ray: each set a Ray task with its `resources`
     address: str | None = None,    # ray: the cluster (`ray.init`'s address); a local Ray when omitted
+    index: int | None = None,      # run only the set at this position (a Kubernetes Indexed Job's completion index)
 ) -> pd.DataFrame:
     "Run every parameter set of a sweep, then write the leaderboard and the winner."
     if backend not in ("local", "ray"): raise ValueError(f"backend must be local or ray, not {backend!r}")
@@ -176,8 +177,9 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "sweep.json", {"sweep": str(Path(sweep_path).resolve()), "metric": spec.metric, "gate": spec.gate,
                                    "runs": [s["name"] for s in sets]})
+    if index is not None and not 0 <= index < len(sets): raise ValueError(f"index {index}: the sweep has {len(sets)} parameter sets (0 to {len(sets) - 1})")
     todo = []
-    for entry in sets:
+    for entry in (sets if index is None else [sets[index]]):
         if resume and _status(out / entry["name"]).get("status") == "finished" and (out / entry["name"] / "metrics.json").is_file():
             echo(f"skip {entry['name']} (finished)"); continue
         todo.append(entry)

@@ -172,3 +172,14 @@ def test_disruption_budget_selects_the_pods(deployment):
     selector = pdb["spec"]["selector"]["matchLabels"]
     assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     assert pdb["spec"]["minAvailable"] < load("hpa.yaml")["spec"]["minReplicas"], "the budget would block drains"
+
+
+def test_the_sweep_job_is_valid_and_has_one_index_per_parameter_set():
+    from recnb.sweep import expand
+    job = yaml.safe_load((DEPLOY / "sweep" / "job.yaml").read_text())
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    spec = job["spec"]
+    command = spec["template"]["spec"]["containers"][0]["command"]
+    _, sets = expand(DEPLOY.parents[1] / command[2])
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == len(sets) == 3
+    assert command[command.index("--index") + 1] == "$(JOB_COMPLETION_INDEX)"
