@@ -35,7 +35,7 @@ def main():
         return fit_rankers(data, folder / name, params)[0], round(time.perf_counter() - started, 1)
     champion, champion_s = timed(scenario.before, "champion")
     without, without_s = timed(scenario.before, "without-clicks")
-    texts = dict(zip(shop.queries["query_id"], shop.queries["query"]))
+    texts = dict(zip(scenario.drifted.queries["query_id"], scenario.drifted.queries["query"]))
     truth = {texts[q]: j for q, j in scenario.drifted.qrels("train").items()}
     shown = rankings(champion, list(truth))
     one_model = Experiment(name="drift", salt="drift-scenario", keep_queries=True,

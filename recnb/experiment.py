@@ -76,7 +76,7 @@ def champion_ranker(
     bm25=None,              # this run's BM25 ranker, reused when the champion fuses with BM25
     cooccurrence=None,      # this run's co-occurrence ranker, reused when the champion fuses with it
 ):
-    "The champion's own ranker (its encoder, ranker, fusion, history length) over this run's catalog, named `champion`."
+    "The champion's own ranker (its encoder, ranker, fusion, history length) over this run's catalog (scored as `champion`)."
     from recnb.data import task_of
     from recnb.encoder import Encoder
     from recnb.evaluate import model_rankers
