@@ -326,6 +326,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'recnb.pairs.RetrievalDataModule': ('pairs.html#retrievaldatamodule', 'recnb/pairs.py'),
                              'recnb.pairs.RetrievalDataModule.__init__': ('pairs.html#retrievaldatamodule.__init__', 'recnb/pairs.py'),
                              'recnb.pairs.RetrievalDataModule._collate': ('pairs.html#retrievaldatamodule._collate', 'recnb/pairs.py'),
+                             'recnb.pairs.RetrievalDataModule._judged_negatives': ( 'pairs.html#retrievaldatamodule._judged_negatives',
+                                                                                    'recnb/pairs.py'),
                              'recnb.pairs.RetrievalDataModule._loader': ('pairs.html#retrievaldatamodule._loader', 'recnb/pairs.py'),
                              'recnb.pairs.RetrievalDataModule._mine_bm25': ('pairs.html#retrievaldatamodule._mine_bm25', 'recnb/pairs.py'),
                              'recnb.pairs.RetrievalDataModule._unique_queries': ( 'pairs.html#retrievaldatamodule._unique_queries',

@@ -18,7 +18,7 @@ from .encoder import TokenTable
 from .towers import encode_with, length_buckets_for
 
 # %% auto #0
-__all__ = ['Examples', 'search_examples', 'rec_examples', 'candidate_mask', 'RetrievalDataModule']
+__all__ = ['NEGATIVES', 'Examples', 'search_examples', 'rec_examples', 'candidate_mask', 'RetrievalDataModule']
 
 # %% ../nbs/14_pairs.ipynb #ae165464
 @dataclass
@@ -87,6 +87,8 @@ def candidate_mask(
     return (candidates[None, :] == positives[:, None]) | (judged[:, :, None] == candidates[None, None, :]).any(1)
 
 # %% ../nbs/14_pairs.ipynb #c89cb96b
+NEGATIVES = ("none", "bm25", "model", "judged")   # how hard negatives are found (`TrainParams.negatives`)
+
 class RetrievalDataModule(pl.LightningDataModule):
     "Training and validation examples from a search or recommendation dataset, tokenised once, batched by array operations."
     def __init__(
@@ -97,7 +99,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         max_length: int = 64,           # tokens per query or item text
         min_positive_gain: float = 1.0, # search: which judged gains count as positives
         max_positives_per_query: int | None = None,  # search: cap positives per query (None: all)
-        negatives: str = "none",        # hard negatives: none, bm25 or model
+        negatives: str = "none",        # hard negatives: none, bm25, model, or judged (gain-0 judgements first, then BM25's)
         n_negatives: int = 1,           # hard negatives per example
         mine_depth: int = 30,           # candidates mined per query
         history_items: int = 3,         # recommendation: items in the query text
@@ -106,7 +108,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         length_buckets: int | None = None,   # groups of similar length per side of a batch; None: by device (`length_buckets_for`)
     ):
         super().__init__()
-        if negatives not in ("none", "bm25", "model"): raise ValueError(f"negatives must be none, bm25 or model, not {negatives!r}")
+        if negatives not in NEGATIVES: raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, not {negatives!r}")
         self.data, self.tokenizer = data, tokenizer
         self.batch_size, self.max_length, self.seed = batch_size, max_length, seed
         self.negatives, self.n_negatives, self.mine_depth = negatives, n_negatives, mine_depth
@@ -117,6 +119,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.val_examples = search_examples(data, "valid", 0.0) if search else rec_examples(data, "valid", history_items)
         self.hard = None
         if negatives == "bm25" and n_negatives: self.hard = self._mine_bm25()
+        if negatives == "judged" and n_negatives: self.hard = self._judged_negatives()
         self.train_set = _PairDataset(self.train_examples, self.hard, n_negatives if negatives != "none" else 0, seed)
         self.max_val_queries, self.length_buckets, self.history_items = max_val_queries, length_buckets, history_items
         self.tokens = None  # item, train-query and validation-query `TokenTable`s, made once by `setup`
@@ -132,6 +135,14 @@ class RetrievalDataModule(pl.LightningDataModule):
         position = {item: p for p, item in enumerate(self.data.catalog.ids)}
         return {k: [position[i] for i in ids if position[i] not in rel]
                 for (k, (_, rel)), ids in zip(unique.items(), ranking.ids)}
+
+    def _judged_negatives(self) -> dict[str, list[int]]:
+        "Each query's items judged irrelevant (gain 0: lures, or skips above a click in logged queries), else BM25's."
+        mined = self._mine_bm25() if isinstance(self.data, SearchData) else {}
+        position = {item: p for p, item in enumerate(self.data.catalog.ids)}
+        irrelevant = self.data.judgements[self.data.judgements["gain"] <= 0] if isinstance(self.data, SearchData) else None
+        judged = {} if irrelevant is None else irrelevant.groupby("query_id")["item_id"].agg(list).to_dict()
+        return {k: [position[i] for i in judged.get(k, [])] or mined.get(k, []) for k in mined}
 
     def mine_with_model(self, module) -> None:
         "Re-mine hard negatives with the current towers (called at the start of every epoch)."

@@ -60,7 +60,7 @@ class TrainParams(StrictModel):
     max_length: int = Field(64, ge=8, le=512)
     min_positive_gain: float = Field(1.0, gt=0)
     max_positives_per_query: Optional[int] = Field(None, gt=0)
-    negatives: Literal["none", "bm25", "model"] = "none"
+    negatives: Literal["none", "bm25", "model", "judged"] = "none"  # judged: items judged irrelevant (for logged queries: skipped above a click), else BM25's
     n_negatives: int = Field(1, ge=0)
     history_items: int = Field(3, ge=1)
     max_steps: int = Field(-1, ge=-1)

@@ -1,6 +1,7 @@
-import os, signal, socket, subprocess, sys, time
+import os, shutil, signal, socket, subprocess, sys, time
 from pathlib import Path
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -94,3 +95,22 @@ def serve(packaged: dict, log: Path, **env) -> tuple[Process, str]:
     process = Process([sys.executable, "-m", "bentoml", "serve", "service:RecnbService", "--host", "127.0.0.1", "--port", str(port)],
                       {**packaged["env"], "RECNB_MODEL": packaged["tag"], **env}, ROOT / "bentos", log, f"{url}/readyz")
     return process, url
+
+
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+
+
+def start_alertmanager(folder: Path, watch_url: str, token: str, env: dict) -> tuple[Process, str]:
+    "Alertmanager on a free loopback port with the committed alertmanager.yml pointed at `watch_url` (groups sent after 1 s)."
+    port = free_port()
+    config = yaml.safe_load((ROOT / "bentos" / "monitoring" / "alertmanager.yml").read_text())
+    config["route"].update(group_wait="1s", group_interval="1s")
+    hook = config["receivers"][0]["webhook_configs"][0]
+    hook["url"] = f"{watch_url}/alerts"
+    (folder / "token").write_text(token)
+    hook["http_config"]["authorization"]["credentials_file"] = str(folder / "token")
+    (folder / "alertmanager.yml").write_text(yaml.safe_dump(config))
+    url = f"http://127.0.0.1:{port}"
+    return Process([ALERTMANAGER, f"--config.file={folder / 'alertmanager.yml'}", f"--storage.path={folder / 'am'}",
+                    f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="], env, folder,
+                   folder / "alertmanager.log", f"{url}/-/ready", timeout=60), url

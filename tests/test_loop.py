@@ -9,12 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import ROOT, Process, dataset_dir, free_port, serve
+from conftest import ALERTMANAGER, ROOT, Process, dataset_dir, free_port, serve, start_alertmanager
 
 pytestmark = pytest.mark.integration
 
 MONITORING = ROOT / "bentos" / "monitoring"
-ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 TOKEN, SECRET = "loop-test-token-3c9d", "loop-test-secret-5e1a"
 
 
@@ -53,21 +52,12 @@ def test_drift_retrains_gates_registers_and_promotes(packaged, tmp_path):
     processes = []
     try:
         service, url = serve(packaged, tmp_path / "serve-1.log", **serving); processes.append(service)
-        watch_port, manager_port, prometheus_port = free_port(), free_port(), free_port()
-        watch_url, manager_url = f"http://127.0.0.1:{watch_port}", f"http://127.0.0.1:{manager_port}"
+        watch_port, prometheus_port = free_port(), free_port()
+        watch_url = f"http://127.0.0.1:{watch_port}"
         processes.append(Process([sys.executable, "-m", "recnb.cli", "watch", "--port", str(watch_port), "--experiment", str(experiment),
                                   "--log", str(log), "--sweep", str(tmp_path / "sweep.yaml"), "--audit", str(audit_log),
                                   "--promote-every-s", "2"], env, ROOT, tmp_path / "watch.log", f"{watch_url}/healthz", timeout=60))
-        manager = yaml.safe_load((MONITORING / "alertmanager.yml").read_text())   # the committed files, pointed at this test
-        manager["route"].update(group_wait="1s", group_interval="1s")
-        hook = manager["receivers"][0]["webhook_configs"][0]
-        hook["url"] = f"{watch_url}/alerts"
-        (tmp_path / "token").write_text(TOKEN)
-        hook["http_config"]["authorization"]["credentials_file"] = str(tmp_path / "token")
-        (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(manager))
-        processes.append(Process([ALERTMANAGER, f"--config.file={tmp_path / 'alertmanager.yml'}", f"--storage.path={tmp_path / 'am'}",
-                                  f"--web.listen-address=127.0.0.1:{manager_port}", "--cluster.listen-address="], env, tmp_path,
-                                 tmp_path / "alertmanager.log", f"{manager_url}/-/ready", timeout=60))
+        manager, manager_url = start_alertmanager(tmp_path, watch_url, TOKEN, env); processes.append(manager)
         rules = (MONITORING / "alerts.yml").read_text()
         assert "        for: 1m\n" in rules
         (tmp_path / "alerts.yml").write_text(rules.replace("        for: 1m\n", "        for: 2s\n"))   # a test cannot wait minutes
@@ -75,7 +65,7 @@ def test_drift_retrains_gates_registers_and_promotes(packaged, tmp_path):
         config["global"].update({"scrape_interval": "1s", "evaluation_interval": "1s"})
         config["rule_files"] = [str(tmp_path / "alerts.yml")]
         next(j for j in config["scrape_configs"] if j["job_name"] == "recnb-service")["static_configs"] = [{"targets": [url.removeprefix("http://")]}]
-        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{manager_port}"]}]}]}
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [manager_url.removeprefix("http://")]}]}]}
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
         processes.append(Process(["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                   f"--web.listen-address=127.0.0.1:{prometheus_port}"], {}, tmp_path, tmp_path / "prometheus.log",

@@ -6,12 +6,12 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import ROOT, Process, free_port
+from conftest import ALERTMANAGER, ROOT, Process, free_port, start_alertmanager
 
 pytestmark = pytest.mark.integration  # real Alertmanager and uvicorn processes
 
 MONITORING = ROOT / "bentos" / "monitoring"
-AMTOOL, ALERTMANAGER = shutil.which("amtool"), shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+AMTOOL = shutil.which("amtool")
 needs_alertmanager = pytest.mark.skipif(AMTOOL is None or ALERTMANAGER is None,
                                         reason="Alertmanager not on PATH: run scripts/install-system.sh (Debian package `prometheus-alertmanager`)")
 TOKEN = "watch-test-token-8b2f"
@@ -41,26 +41,17 @@ def wait_for(url: str, event: str, count: int = 1, timeout: float = 30) -> list[
 
 @needs_alertmanager
 def test_an_alert_through_real_alertmanager_starts_one_retrain(tmp_path):
-    watch_port, manager_port = free_port(), free_port()
-    watch_url, manager_url = f"http://127.0.0.1:{watch_port}", f"http://127.0.0.1:{manager_port}"
+    watch_port = free_port()
+    watch_url = f"http://127.0.0.1:{watch_port}"
     marker = tmp_path / "retrained"
     retrain = f"{sys.executable} -c \"import pathlib, time; time.sleep(3); pathlib.Path('{marker}').write_text('done')\""
     env = {**os.environ, "RECNB_WATCH_TOKEN": TOKEN}
     watcher = Process([sys.executable, "-m", "recnb.cli", "watch", "--port", str(watch_port), "--command", retrain,
                        "--audit", str(tmp_path / "audit.jsonl"), "--cooldown-s", "3600"], env, ROOT, tmp_path / "watch.log",
                       f"{watch_url}/healthz", timeout=60)
-    config = yaml.safe_load((MONITORING / "alertmanager.yml").read_text())  # the committed file, pointed at this test
-    config["route"].update(group_wait="1s", group_interval="1s")
-    hook = config["receivers"][0]["webhook_configs"][0]
-    hook["url"] = f"{watch_url}/alerts"
-    (tmp_path / "token").write_text(TOKEN)
-    hook["http_config"]["authorization"]["credentials_file"] = str(tmp_path / "token")
-    (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(config))
     manager = None
     try:
-        manager = Process([ALERTMANAGER, f"--config.file={tmp_path / 'alertmanager.yml'}", f"--storage.path={tmp_path / 'am'}",
-                           f"--web.listen-address=127.0.0.1:{manager_port}", "--cluster.listen-address="], env, tmp_path,
-                          tmp_path / "alertmanager.log", f"{manager_url}/-/ready", timeout=60)
+        manager, manager_url = start_alertmanager(tmp_path, watch_url, TOKEN, env)   # the committed file, pointed at this test
         assert httpx.post(f"{watch_url}/alerts", json={}, timeout=10).status_code == 401   # no token, nothing read
         def fire(alertname, arm):
             answer = httpx.post(f"{manager_url}/api/v2/alerts", timeout=10,
