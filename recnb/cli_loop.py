@@ -10,6 +10,7 @@ def watch(
     experiment: Optional[Path] = typer.Option(None, help="the experiment file the service runs: the retrain's champion and where it registers the challenger"),
     log: Optional[Path] = typer.Option(None, help="the experiment's feedback log (RECNB_FEEDBACK_LOG): the clicks the retrain learns from"),
     sweep: Path = typer.Option(Path("params/sweep-default.yaml"), help="the sweep the retrain runs"),
+    backend: str = typer.Option("local", help="the retrain's sweep backend: local or ray (then --address, if any, from RAY_ADDRESS)"),
     command: Optional[str] = typer.Option(None, help="the retrain, shell words run in this folder (default: recnb retrain SWEEP --experiment --log --audit, or recnb sweep SWEEP without an experiment)"),
     audit: Optional[Path] = typer.Option(None, help="the audit log, appended (default: <runs_dir>/watch/audit.jsonl); it keeps the cooldown across restarts"),
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
@@ -29,6 +30,7 @@ def watch(
     if len(token) < 16: fail(f"error: set {TOKEN_ENV} to a token of at least 16 characters (Alertmanager presents it as its bearer token)")
     if cooldown_s < 0 or max_per_day < 1 or promote_every_s <= 0: fail("error: --cooldown-s must be at least 0, --max-per-day at least 1 and --promote-every-s positive")
     if (experiment is None) != (log is None): fail("error: give --experiment and --log together (the retrain needs both)")
+    if backend not in ("local", "ray"): fail(f"error: --backend is local or ray, not {backend!r}")
     if experiment is not None:
         from recnb.arms import load_experiment
         from recnb.params import ParamsError
@@ -37,8 +39,9 @@ def watch(
     audit = audit or Path(load_settings().runs_dir) / "watch" / "audit.jsonl"
     python = [sys.executable, "-m", "recnb.cli"]
     words = (shlex.split(command) if command else
-             [*python, "retrain", str(sweep), "--experiment", str(experiment), "--log", str(log), "--audit", str(audit)] if experiment else
-             [*python, "sweep", str(sweep)])
+             [*python, "retrain", str(sweep), "--experiment", str(experiment), "--log", str(log), "--audit", str(audit),
+              "--backend", backend] if experiment else
+             [*python, "sweep", str(sweep), "--backend", backend])
     watcher = Watcher(AuditLog(audit), words, retrain_on=[a.strip() for a in retrain_on.split(",") if a.strip()],
                       cooldown_s=cooldown_s, max_per_day=max_per_day, dry_run=dry_run, counter=watch_counter())
     if experiment is not None:
