@@ -17,6 +17,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--units", type=int, default=400, help="simulated shoppers, 3 queries each")
     p.add_argument("--seeds", default="7", help="comma-separated seeds of the simulated shoppers")
+    p.add_argument("--retrain-negatives", default=None, help="the retrains' train.negatives (e.g. judged: skips above a click); the recipe's when omitted")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     from machine import cpu_name
@@ -30,23 +31,24 @@ def main():
     shop = synthetic(params.data.n_items, params.data.n_queries, params.data.n_users, seed=params.seed).search
     scenario = drift_scenario(shop)
     folder = Path(tempfile.mkdtemp())
-    def timed(data, name):
+    def timed(data, name, **overrides):
         started = time.perf_counter()
-        return fit_rankers(data, folder / name, params)[0], round(time.perf_counter() - started, 1)
+        return fit_rankers(data, folder / name, params, **overrides)[0], round(time.perf_counter() - started, 1)
+    retrain = {"negatives": args.retrain_negatives} if args.retrain_negatives else {}
     champion, champion_s = timed(scenario.before, "champion")
-    without, without_s = timed(scenario.before, "without-clicks")
+    without, without_s = timed(scenario.before, "without-clicks", **retrain)
     texts = dict(zip(scenario.drifted.queries["query_id"], scenario.drifted.queries["query"]))
     truth = {texts[q]: j for q, j in scenario.drifted.qrels("train").items()}
     shown = rankings(champion, list(truth))
     one_model = Experiment(name="drift", salt="drift-scenario", keep_queries=True,
                            arms=[Arm(name="champion", model="champion", share=0.5), Arm(name="challenger", model="champion", share=0.5)])
-    result = {"cpu": cpu_name(), "drifted_queries": {"asked": len(scenario.drifted.queries_in("train")),
+    result = {"cpu": cpu_name(), "retrain": retrain or "the recipe's", "drifted_queries": {"asked": len(scenario.drifted.queries_in("train")),
                                                       "held_out": len(scenario.drifted.queries_in("valid"))},
               "train_seconds": {"champion": champion_s, "without clicks": without_s}, "runs": []}
     for seed in map(int, args.seeds.split(",")):
         requests, events = simulate_log(one_model, {"champion": shown, "challenger": shown}, truth, units=args.units, seed=seed)
         judged = judgements_from_log(requests, events)
-        challenger, with_s = timed(with_feedback(scenario.before, judged, 0.3, "simulated clicks"), f"with-clicks-{seed}")
+        challenger, with_s = timed(with_feedback(scenario.before, judged, 0.3, "simulated clicks"), f"with-clicks-{seed}", **retrain)
         table = ndcg_by_group(scenario, {"champion": champion, "retrained with clicks": challenger, "retrained without clicks": without})
         result["runs"].append({"seed": seed, "answers": len(requests), "clicks": int((events["event"] == "click").sum()),
                                "judgements": len(judged), "wanted": int((judged["gain"] >= 2).sum()), "train_seconds": with_s,

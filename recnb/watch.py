@@ -139,10 +139,15 @@ class Watcher:
     def promote_every(self, seconds: float, promoter) -> threading.Thread:
         "Call `promoter` (no arguments; a promotion's decision or None) every `seconds`, auditing each promotion."
         def loop():
+            last_error = None
             while True:
                 time.sleep(seconds)
                 try: decision = promoter()
-                except Exception as e: self._record("promotion_failed", error=f"{type(e).__name__}: {e}"); continue
+                except Exception as e:   # audited once per distinct error, not at every interval
+                    error = f"{type(e).__name__}: {e}"
+                    if error != last_error: self._record("promotion_failed", error=error)
+                    last_error = error; continue
+                last_error = None
                 if decision: self._record("promoted", **{k: v for k, v in decision.items() if k != "report"})
         thread = threading.Thread(target=loop, daemon=True); thread.start()
         return thread
