@@ -173,11 +173,11 @@ def run_sweep(
     "Run every parameter set of a sweep, then write the leaderboard and the winner."
     if backend not in ("local", "ray"): raise ValueError(f"backend must be local or ray, not {backend!r}")
     spec, sets = expand(sweep_path)
+    if index is not None and not 0 <= index < len(sets): raise ValueError(f"index {index}: the sweep has {len(sets)} parameter sets (0 to {len(sets) - 1})")
     out = Path(out) if out else sweep_dir(sweep_path, spec)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "sweep.json", {"sweep": str(Path(sweep_path).resolve()), "metric": spec.metric, "gate": spec.gate,
                                    "runs": [s["name"] for s in sets]})
-    if index is not None and not 0 <= index < len(sets): raise ValueError(f"index {index}: the sweep has {len(sets)} parameter sets (0 to {len(sets) - 1})")
     todo = []
     for entry in (sets if index is None else [sets[index]]):
         if resume and _status(out / entry["name"]).get("status") == "finished" and (out / entry["name"] / "metrics.json").is_file():
