@@ -124,7 +124,8 @@ def read_yaml(path: str | Path) -> dict:
     "A YAML mapping, with a clear error for a missing file, bad syntax or a non-mapping."
     path = Path(path)
     if not path.is_file(): raise ParamsError(str(path), ["file not found"])
-    try: values = yaml.load(path.read_text(), Loader=ParamsLoader)
+    try: values = yaml.load(path.read_text(encoding="utf-8"), Loader=ParamsLoader)
+    except UnicodeDecodeError as e: raise ParamsError(str(path), [f"not UTF-8 text (byte {e.start}): save it as UTF-8"]) from None
     except yaml.YAMLError as e: raise ParamsError(str(path), [f"not valid YAML: {e}"]) from None
     if values is None: values = {}
     if not isinstance(values, dict): raise ParamsError(str(path), ["the file must hold a mapping of keys to values"])

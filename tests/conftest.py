@@ -114,3 +114,13 @@ def start_alertmanager(folder: Path, watch_url: str, token: str, env: dict) -> t
     return Process([ALERTMANAGER, f"--config.file={folder / 'alertmanager.yml'}", f"--storage.path={folder / 'am'}",
                     f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="], env, folder,
                    folder / "alertmanager.log", f"{url}/-/ready", timeout=60), url
+
+
+def wait_for_entries(entries, event: str, count: int = 1, timeout: float = 30, every: float = 0.25) -> list[dict]:
+    "Poll `entries()` (audit entries, oldest first) until `count` of them are `event`; those entries."
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = [e for e in entries() if e["event"] == event]
+        if len(found) >= count: return found
+        time.sleep(every)
+    raise AssertionError(f"no {count} × {event} within {timeout} s: {[e['event'] for e in entries()]}")

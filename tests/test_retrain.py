@@ -101,3 +101,21 @@ def test_ray_backend_gives_the_local_leaderboard(tmp_path):
     too_big = tiny_sweep(tmp_path, "too-big", gpus=1)
     refused = recnb("sweep", too_big, "--out", tmp_path / "too-big", "--backend", "ray", env=None)
     assert refused.returncode == 1 and "asks for 1 CPU and 1 GPU" in refused.stdout, refused.stdout[-2000:]
+
+
+def test_retrain_refuses_what_it_cannot_use_before_anything_runs(tmp_path):
+    "A missing log, an unknown champion, a bad mode, a broken experiment file: exit 2 with the fix, no folder written."
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text(yaml.safe_dump({"name": "shop", "salt": "salt-of-the-shop", "keep_queries": True, "arms": [
+        {"name": "champion", "model": "recnb:nosuchmodel", "share": 0.5}, {"name": "challenger", "model": "recnb:other", "share": 0.5}]}))
+    (tmp_path / "ab.sqlite").write_bytes(b"")
+    env = {**__import__("os").environ, "BENTOML_HOME": str(tmp_path / "bentoml")}
+    def refused(*extra, log=tmp_path / "ab.sqlite", file=experiment):
+        done = recnb("retrain", "params/sweep-default.yaml", "--experiment", file, "--log", log, "--out", tmp_path / "out", *extra, env=env)
+        assert done.returncode == 2 and not (tmp_path / "out").exists(), done.stdout + done.stderr
+        return done.stderr
+    assert "no such feedback log" in refused(log=tmp_path / "missing.sqlite")
+    assert "recnb:nosuchmodel" in refused() and "not in the BentoML store" in refused()
+    assert "--mode is split or interleave" in refused("--mode", "shuffle")
+    (tmp_path / "broken.yaml").write_bytes(b"name: [unclosed\n\xff")
+    assert "broken.yaml" in refused(file=tmp_path / "broken.yaml")

@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import ALERTMANAGER, ROOT, Process, free_port, start_alertmanager
+from conftest import ALERTMANAGER, ROOT, Process, free_port, start_alertmanager, wait_for_entries
 
 pytestmark = pytest.mark.integration  # real Alertmanager and uvicorn processes
 
@@ -31,12 +31,7 @@ def entries(url: str) -> list[dict]:
 
 
 def wait_for(url: str, event: str, count: int = 1, timeout: float = 30) -> list[dict]:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = [e for e in entries(url) if e["event"] == event]
-        if len(found) >= count: return found
-        time.sleep(0.25)
-    raise AssertionError(f"no {count} × {event} within {timeout} s: {[e['event'] for e in entries(url)]}")
+    return wait_for_entries(lambda: entries(url), event, count, timeout)
 
 
 @needs_alertmanager
