@@ -19,14 +19,15 @@ from starlette.routing import Route
 from recnb.ab_serving import ArmedModels, load_models, read_promotion, unit_of
 from recnb.bentoml_hooks import exit_with_parent, install_edge, quiet_rejections
 from recnb.gateway import ApiKeyMiddleware
-from recnb.serving import (MAX_K, Answer, FeedbackAck, FeedbackBody, QueryBatcher, Ranked, RecommendBody, RequestError,
-                           SearchBatchBody, SearchBody, SimilarBody)
-from recnb.monitoring import OperationalMiddleware, ServiceMonitor, count_answer, count_feedback, count_rejected
+from recnb.serving import (MAX_K, Answer, AnswerCache, FeedbackAck, FeedbackBody, QueryBatcher, Ranked, RecommendBody,
+                           RequestError, SearchBatchBody, SearchBody, SimilarBody)
+from recnb.monitoring import OperationalMiddleware, ServiceMonitor, count_answer, count_cache, count_feedback, count_rejected
 
 MODEL_TAG = os.environ.get("RECNB_MODEL", "recnb:latest")
 API_KEY = os.environ.get("RECNB_API_KEY") or None
 MAX_BATCH = int(os.environ.get("RECNB_MAX_BATCH", "64"))   # queries ranked in one pass
 BATCHING = os.environ.get("RECNB_BATCHING", "1") != "0"    # 0: every /search ranks alone (the benchmark's comparison)
+CACHE_SIZE = int(os.environ.get("RECNB_CACHE_SIZE", "4096"))  # /search answers kept per worker for repeated queries; 0: none
 MONITORING = os.environ.get("RECNB_MONITORING", "1") != "0"  # 0: no recnb metrics, drift or anomaly detection
 ARM = os.environ.get("RECNB_ARM", "champion")               # the arm's name without an experiment
 DRIFT_WINDOW = int(os.environ.get("RECNB_DRIFT_WINDOW", "100"))   # live queries compared with the reference
@@ -84,9 +85,10 @@ class RecnbService:
             print(f"recnb: refusing {', '.join(TAGS)}: {self.refusal}", file=sys.stderr, flush=True)
             return
         self.batchers = {tag: QueryBatcher(partial(self._rank, tag), max_batch_size=MAX_BATCH) for tag in models}
+        self.cache, self.labels = AnswerCache(CACHE_SIZE), self.armed.labels()
         if MONITORING:
             from safetensors.torch import load_file
-            for tag, label in self.armed.labels().items():
+            for tag, label in self.labels.items():
                 model = models[tag]
                 self.monitors[tag] = ServiceMonitor(model.describe(), load_file(str(model.path / "reference.safetensors")),
                                                     arm=label, window=DRIFT_WINDOW)
@@ -102,10 +104,25 @@ class RecnbService:
                           "promotion": {k: v for k, v in (read_promotion(LOG_PATH, EXPERIMENT.name if EXPERIMENT else None) or {}).items() if k != "report"} or None}
         return {**champion.describe(), "arm": self.armed.arms_for(None)[0].name, "experiment": experiment}
 
-    def _rank(self, tag: str, queries: list[str]) -> list[Ranked]:
+    def _rank(self, tag: str, queries: list[str]) -> list[tuple[Ranked, object, object]]:
+        "Each query's top MAX_K, vector and best score (what the answer cache keeps), after monitoring saw them."
         ranking, vectors, best = self.armed.models[tag].rank_queries(queries, k=MAX_K)
         if tag in self.monitors: self.monitors[tag].searched(queries, vectors, best)
-        return [Ranked(ids=i, scores=s) for i, s in zip(ranking.ids, ranking.scores)]
+        return [(Ranked(ids=i, scores=s), v.clone(), b.clone())   # copies: a cached row must not hold its whole batch
+                for i, s, v, b in zip(ranking.ids, ranking.scores, vectors, best)]
+
+    async def _search_one(self, tag: str, query: str) -> Ranked:
+        "One /search query's ranking by model `tag`: from the answer cache (monitored like a computed one), or computed."
+        model = self.armed.models[tag]
+        found = self.cache.get(model, query)
+        if self.cache and MONITORING: count_cache(self.labels[tag], found is not None)
+        if found is not None:
+            if tag in self.monitors: self.monitors[tag].searched([query], found[1][None], found[2][None])
+            return found[0]
+        if BATCHING: found = await self.batchers[tag](query)
+        else: found = (await asyncio.to_thread(self._rank, tag, [query]))[0]
+        self.cache.put(model, query, found)
+        return found[0]
 
     def _unit(self, user: str | None, ctx: bentoml.Context) -> str | None:
         try: return unit_of(user, ctx.request.headers)
@@ -128,15 +145,14 @@ class RecnbService:
     def search_batch(self, queries: list[str]) -> list[Ranked]:
         "The champion's top 100 items of each query in a list (1 to 128 queries), ranked in passes of up to 64."
         tag = self.armed.arms_for(None)[0].model
-        return [row for i in range(0, len(queries), MAX_BATCH) for row in self._rank(tag, queries[i:i + MAX_BATCH])]
+        return [row for i in range(0, len(queries), MAX_BATCH) for row, _, _ in self._rank(tag, queries[i:i + MAX_BATCH])]
 
     @bentoml.api(input_spec=SearchBody)
     async def search(self, ctx: bentoml.Context, query: str, k: int = 10, user: str | None = None) -> Answer:
         "Products for a search query, best first (concurrent searches are ranked together)."
         start, unit = time.perf_counter(), self._unit(user, ctx)
         arms = self.armed.arms_for(unit)
-        if BATCHING: rows = await asyncio.gather(*(self.batchers[a.model](query) for a in arms))
-        else: rows = [(await asyncio.to_thread(self._rank, a.model, [query]))[0] for a in arms]
+        rows = await asyncio.gather(*(self._search_one(a.model, query) for a in arms))
         rankings = [Ranking([row.ids], [row.scores]) for row in rows]
         if self.armed.log is None: return self._answer("/search", arms, rankings, k, start, unit, query)
         return await asyncio.to_thread(self._answer, "/search", arms, rankings, k, start, unit, query)  # the log syncs to disk

@@ -172,10 +172,15 @@ def package(
     path: Path = typer.Argument(..., help="a run directory, or a sweep folder (its winner is packaged)"),
     force: bool = typer.Option(False, help="package a sweep winner that failed the gate (recorded in the model card)"),
     name: str = typer.Option("recnb", help="BentoML model name (the service loads RECNB_MODEL, recnb:latest by default)"),
+    encoder: str = typer.Option("auto", help="how the package holds its encoder: torch, onnx, onnx-int8, or auto (the fastest "
+                                "that keeps validation NDCG@10 within --max-ndcg-loss of torch)"),
+    max_ndcg_loss: Optional[float] = typer.Option(None, help="validation NDCG@10 a compressed encoder may lose against the torch "
+                                                  "encoder; recnb.compress.MAX_NDCG_LOSS when omitted"),
 ):
     "Store a finished run in BentoML's model store (BENTOML_HOME) with its index, catalog, monitoring reference and model card."
     from recnb.deploy import PackageError, package as package_run
-    try: tag = package_run(path, force=force, name=name)
+    margin = {} if max_ndcg_loss is None else {"max_ndcg_loss": max_ndcg_loss}
+    try: tag = package_run(path, force=force, name=name, encoder=encoder, **margin)
     except PackageError as e: fail(f"error: {e}")
     import bentoml
     typer.echo(f"packaged {tag}\n  model card: {Path(bentoml.models.get(tag).path) / 'README.md'}\n"

@@ -4,12 +4,13 @@
 
 # %% ../nbs/18_deploy.ipynb #1bcdb6fb
 from __future__ import annotations
-import json, platform, shutil
+import json, platform, shutil, tempfile
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
 import yaml
+from .compress import ENCODER_CHOICES, MAX_NDCG_LOSS
 from .config import write_json
 from .verify import PACKAGE_FILE, check_safetensors, file_digests, read_json, verify_package
 
@@ -93,6 +94,22 @@ def _gate_text(verdict: dict | None, forced: bool) -> str:
     if forced and not verdict["passed"]: lines.append("\n**Packaged with `--force` although the gate failed.**")
     return "\n".join(lines)
 
+def _encoder_text(record: dict | None) -> str:
+    "The model card's encoder section: the served variant and its quality next to the torch encoder's."
+    if not record: return "The run's torch encoder (packaged before encoders could be compressed)."
+    refused = "".join(f"\n- tried {t['format']}: refused, it lost {t['loss']:.4f} validation NDCG@10" for t in record.get("tried", []))
+    if record["format"] == "torch": return f"The run's torch encoder (fp32 weights), chosen by `--encoder {record['chosen_by']}`.{refused}"
+    rows = ["| ranker | split | torch | " + record["format"] + " |", "|---|---|---:|---:|"]
+    for split, by_ranker in record[record["metric"]].items():
+        rows += [f"| {ranker} | {split} | {v['torch']:.4f} | {v[record['format']]:.4f} |" for ranker, v in by_ranker.items()]
+    cosine = record.get("query_cosine") or {}
+    return (f"`{record['format']}` (ONNX Runtime on the CPU{', int8 weights' if record['format'] == 'onnx-int8' else ''}; "
+            f"{record['file_mb']} MB), chosen by `--encoder {record['chosen_by']}`: the whole catalog re-encoded by it, "
+            f"{record['metric']} over the whole catalog next to the run's torch encoder. Validation loss {record['loss']:.4f} "
+            f"(allowed {record['max_loss']}).{refused}\n\n" + "\n".join(rows) +
+            f"\n\nCosine to the torch encoder's vectors: items mean {record['item_cosine'].get('mean')}, min {record['item_cosine'].get('min')}"
+            + (f"; validation queries mean {cosine.get('mean')}, min {cosine.get('min')}" if cosine else ""))
+
 def model_card(
     run_dir: Path,            # the packaged run
     info: dict,               # the package's `package.json`
@@ -119,6 +136,9 @@ A {info['task']} model fine-tuned by recnb, serving the `{info['ranker']}` ranke
 
 ## Gate
 {_gate_text(verdict, forced)}
+
+## Encoder
+{_encoder_text(info.get('encoder'))}
 
 ## Training
 - {training.get('epochs_run', 0)} epoch(s) on {training.get('train_pairs', 'no')} pairs, {training.get('pairs_per_second', '-')} pairs/s; best validation NDCG@10 {training.get('best_val_ndcg@10', '-')}
@@ -169,17 +189,22 @@ def package(
     path: str | Path,          # a run directory, or a sweep folder (its winner is packaged)
     force: bool = False,       # package a sweep winner that failed the gate (recorded in the card)
     name: str = MODEL_NAME,    # the BentoML model name
+    encoder: str = "auto",     # how the package holds its encoder: auto, torch, onnx or onnx-int8 (`recnb.compress`)
+    max_ndcg_loss: float = MAX_NDCG_LOSS,  # validation NDCG@10 a compressed encoder may lose against torch
 ) -> str:
     "Store a finished run as a new version of BentoML model `name`; returns its tag."
-    import bentoml
-    from safetensors.torch import save_file
-    from recnb.baselines import BM25Ranker
+    from recnb.baselines import BM25Ranker, CooccurrenceRanker
+    from recnb.compress import EncoderLossError, choose_encoder
     from recnb.data import task_of
     from recnb.encoder import Encoder
     from recnb.evaluate import model_rankers
     from recnb.experiment import load_run_data
     from recnb.scorer import ItemIndex
-    check_model_name(name)
+    problems = [f"--encoder {encoder!r}: choose one of {', '.join(ENCODER_CHOICES)}"] if encoder not in ENCODER_CHOICES else []
+    if not 0 <= max_ndcg_loss < 1: problems.append(f"--max-ndcg-loss {max_ndcg_loss}: give a loss from 0 to 1 (e.g. 0.003)")
+    try: check_model_name(name)
+    except PackageError as e: problems.append(str(e))
+    if problems: raise PackageError("; ".join(problems))
     run_dir, verdict = resolve_run(path)
     check_run(run_dir)
     if verdict is not None and not verdict["passed"] and not force:
@@ -193,18 +218,37 @@ def package(
     again = f"run it again: `recnb run {run_dir / 'params.yaml'}`"
     for weights in sorted([*(run_dir / "model").glob("*.safetensors"), *(run_dir / "index").glob("*.safetensors")]):
         check_safetensors(weights, PackageError, again)
-    try: encoder, index = Encoder(run_dir / "model", device="cpu"), ItemIndex.load(run_dir / "index", device="cpu")
+    try: tuned, index = Encoder(run_dir / "model", device="cpu"), ItemIndex.load(run_dir / "index", device="cpu")
     except Exception as e: raise PackageError(f"{run_dir}: its model or index cannot be loaded ({e}); {again}") from None
     if index.ids != data.catalog.ids: raise PackageError(f"{run_dir / 'index'}: its item ids differ from the dataset's catalog; run it again")
+    task, ranker = task_of(data), metrics["model"]
+    bm25 = BM25Ranker(data.catalog) if ranker == "fine-tuned+bm25" else None
+    cooccurrence = CooccurrenceRanker(data.split().train) if ranker == "fine-tuned+co-occurrence" else None
+    work = Path(tempfile.mkdtemp(prefix="recnb-package-"))
+    try:
+        served, served_index, encoder_record = choose_encoder(tuned, index, data, encoder, work / "model", ranker, params.eval.fusion,
+                                                              params.train.history_items, max_ndcg_loss, bm25, cooccurrence)
+        rankers = model_rankers(task, served, served_index, data.catalog, params.train.history_items)
+        tensors, facts = reference_statistics(rankers.get(ranker, rankers["fine-tuned"]), data, seed=params.seed)
+        model_dir = run_dir / "model" if encoder_record["format"] == "torch" else work / "model"
+        return _store(run_dir, name, data=data, params=params, metrics=metrics, manifest=manifest, verdict=verdict, force=force,
+                      index=served_index, encoder_record=encoder_record, model_dir=model_dir, bm25=bm25, tensors=tensors, facts=facts)
+    except EncoderLossError as e: raise PackageError(f"{run_dir}: {e}") from None
+    finally: shutil.rmtree(work, ignore_errors=True)
+
+def _store(run_dir: Path, name: str, *, data, params, metrics, manifest, verdict, force, index, encoder_record, model_dir, bm25,
+           tensors, facts) -> str:
+    "`package`'s last step: the served encoder's folder, its index, BM25, catalog, reference and card into BentoML's store."
+    import bentoml
+    from safetensors.torch import save_file
+    from recnb.data import task_of
     task = task_of(data)
-    rankers = model_rankers(task, encoder, index, data.catalog, params.train.history_items)
-    tensors, facts = reference_statistics(rankers.get(metrics["model"], rankers["fine-tuned"]), data, seed=params.seed)
     info = {"format": "recnb.package", "version": 1, "task": task, "ranker": metrics["model"],
             "fusion": params.eval.fusion, "history_items": params.train.history_items, "text_fields": list(data.catalog.text_fields), "dataset": data.name, "items": len(index), "run": run_dir.name,
             "sweep": verdict and run_dir.parent.name, "run_dir": str(run_dir.resolve()),
             "selection_metric": metrics["selection_metric"], "metrics": {s: metrics[s] for s in ("valid", "test")},
             "gate": verdict, "forced": bool(force and verdict is not None and not verdict["passed"]),
-            "fingerprint": manifest["data"]["fingerprint"], "reference": facts}
+            "fingerprint": manifest["data"]["fingerprint"], "reference": facts, "encoder": encoder_record}
     gate = "none" if verdict is None else "passed" if verdict["passed"] else "failed"
     labels = {"dataset": data.name, "sweep": info["sweep"] or "", "run": run_dir.name, "task": task, "gate": gate,
               "forced": str(info["forced"]).lower()}
@@ -213,9 +257,10 @@ def package(
     with bentoml.models.create(name, module=module, labels=labels, metadata={"ranker": metrics["model"], "metrics": served,
                                                                              "gate": gate, "forced": info["forced"]}) as stored:
         target = Path(stored.path)
-        shutil.copytree(run_dir / "model", target / "model")
-        shutil.copytree(run_dir / "index", target / "index")
-        if metrics["model"] == "fine-tuned+bm25": BM25Ranker(data.catalog).save(target / "bm25")  # the service loads it, not indexing again
+        shutil.copytree(model_dir, target / "model")
+        if encoder_record["format"] == "torch": shutil.copytree(run_dir / "index", target / "index")
+        else: index.save(target / "index")   # the catalog as the compressed encoder encodes it
+        if bm25 is not None: bm25.save(target / "bm25")  # the service loads it, not indexing again
         _catalog_table(data.catalog).to_parquet(target / "catalog.parquet", index=False)
         if task == "recommendation": write_json(target / "sequences.json", data.split().train)  # for co-occurrence
         save_file(tensors, str(target / "reference.safetensors"))

@@ -78,8 +78,8 @@ def champion_ranker(
 ):
     "The champion's own ranker (its encoder, ranker, fusion, history length) over this run's catalog (scored as `champion`)."
     from recnb.data import task_of
-    from recnb.encoder import Encoder
     from recnb.evaluate import model_rankers
+    from recnb.onnx_encoder import load_encoder
     from recnb.params import load_params
     from recnb.scorer import ItemIndex
     from recnb.verify import PACKAGE_FILE, verify_package
@@ -90,7 +90,7 @@ def champion_ranker(
     else:
         params = load_params(path / "params.yaml")
         ranker, fusion, history_items = json.loads((path / "metrics.json").read_text())["model"], params.eval.fusion, params.train.history_items
-    encoder = Encoder(str(path / "model"))
+    encoder = load_encoder(path / "model")   # a package's compressed encoder, or the run's torch one
     task = task_of(data)
     if task == "recommendation" and cooccurrence is None and ranker == "fine-tuned+co-occurrence":
         from recnb.baselines import CooccurrenceRanker

@@ -16,8 +16,8 @@ from .gateway import API_PATHS
 # %% auto #0
 __all__ = ['SCORE_BUCKETS', 'LENGTH_BUCKETS', 'SERIES', 'RESULTS_RETURNED', 'EMPTY_RESULTS', 'TOP_SCORE', 'QUERY_LENGTH',
            'MODEL_INFO', 'QUERY_DRIFT', 'QUERY_DRIFT_RATIO', 'ANOMALY_SCORE', 'ANOMALY', 'ARM_ANSWERS',
-           'FEEDBACK_EVENTS', 'REJECTED', 'count_rejected', 'EwmaDetector', 'OperationalMonitor',
-           'OperationalMiddleware', 'ServiceMonitor', 'count_answer', 'count_feedback']
+           'FEEDBACK_EVENTS', 'REJECTED', 'CACHE_LOOKUPS', 'count_rejected', 'EwmaDetector', 'OperationalMonitor',
+           'OperationalMiddleware', 'ServiceMonitor', 'count_answer', 'count_feedback', 'count_cache']
 
 # %% ../nbs/20_monitoring.ipynb #9e6433c6
 SCORE_BUCKETS = (-1.0, -0.5, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
@@ -40,6 +40,8 @@ ARM_ANSWERS = Counter("recnb_arm_answers", "Answers per experiment arm (`interle
 FEEDBACK_EVENTS = Counter("recnb_feedback_events", "Feedback events logged (repeats not counted), per event and the arm that showed the item",
                           ["event", "arm"])
 REJECTED = Counter("recnb_rejected_requests", "Requests refused at the service's edge, before BentoML parsed them", ["endpoint", "status"])
+CACHE_LOOKUPS = Counter("recnb_cache_lookups", "/search queries looked up in the answer cache (`recnb.serving.AnswerCache`), "
+                        "per arm and result: hit or miss (hit ratio: rate of hits over rate of all)", ["arm", "result"])
 
 def count_rejected(
     route: str,    # the request's route label (`recnb.gateway.metric_path`: unknown paths share one)
@@ -163,3 +165,7 @@ def count_answer(
 def count_feedback(event: str, arm: str) -> None:
     "A new feedback event on an item `arm` showed."
     FEEDBACK_EVENTS.labels(event, arm).inc()
+
+def count_cache(arm: str, hit: bool) -> None:
+    "One lookup in the answer cache of `arm`'s model."
+    CACHE_LOOKUPS.labels(arm, "hit" if hit else "miss").inc()

@@ -20,9 +20,10 @@ from .feedback import EVENTS
 
 # %% auto #0
 __all__ = ['MAX_K', 'MAX_QUERY_CHARS', 'MAX_HISTORY', 'MAX_ITEM_ID_CHARS', 'MAX_BATCH_QUERIES', 'MAX_UNIT_CHARS',
-           'SERVED_BATCHES', 'Query', 'TopK', 'ItemId', 'History', 'Unit', 'SearchBody', 'SearchBatchBody',
-           'RecommendBody', 'SimilarBody', 'Hit', 'Answer', 'FeedbackBody', 'FeedbackAck', 'Ranked', 'RequestError',
-           'PackagedModel', 'rank_queries', 'QueryBatcher', 'check_items', 'recommend', 'similar', 'hits']
+           'SERVED_BATCHES', 'Query', 'TopK', 'ItemId', 'History', 'Unit', 'CASE_PROBES', 'SearchBody',
+           'SearchBatchBody', 'RecommendBody', 'SimilarBody', 'Hit', 'Answer', 'FeedbackBody', 'FeedbackAck', 'Ranked',
+           'RequestError', 'PackagedModel', 'rank_queries', 'QueryBatcher', 'is_case_blind', 'query_key', 'AnswerCache',
+           'check_items', 'recommend', 'similar', 'hits']
 
 # %% ../nbs/19_serving.ipynb #a80db0d8
 MAX_K = 100              # most items one answer returns
@@ -120,12 +121,13 @@ class PackagedModel:
         device: str | None = None,  # torch device; the `device` setting when omitted
         tag: str | None = None,     # the BentoML tag answers name; package.json's when omitted
     ):
-        from recnb.encoder import Encoder
+        from recnb.onnx_encoder import load_encoder
         from recnb.scorer import ItemIndex
         self.path = Path(path)
         self.info = verify_package(self.path)   # refuses a package whose files or vectors are not what was packaged
         self.tag = tag or self.info["tag"]
-        self.encoder = Encoder(self.path / "model", device=device)
+        self.encoder = load_encoder(self.path / "model", device=device)   # torch or ONNX, as packaged (`recnb.compress`)
+        self.case_blind = is_case_blind(self.encoder.tokenizer)   # the answer cache's normal form (`AnswerCache`)
         self.index = ItemIndex.load(self.path / "index", device=self.encoder.device)
         self.calibration_s = self.index.calibrate(SERVED_BATCHES, k=MAX_K)  # now, not inside the first request
         if self.calibration_s: print(f"recnb: scorer calibrated in {self.calibration_s:.2f} s for {len(self.index):,} items on {self.index.device}", flush=True)
@@ -151,6 +153,7 @@ class PackagedModel:
         "What `/info` shows."
         return {"tag": self.tag, "task": self.info["task"], "ranker": self.info["ranker"], "dataset": self.info["dataset"],
                 "run": self.info["run"], "sweep": self.info["sweep"], "items": len(self), "device": str(self.encoder.device),
+                "encoder": {k: v for k, v in (self.info.get("encoder") or {"format": "torch"}).items() if k != "tried"},
                 "metrics": self.info["metrics"], "limits": {"max_k": MAX_K, "max_query_chars": MAX_QUERY_CHARS,
                                                             "max_history": MAX_HISTORY, "max_batch_queries": MAX_BATCH_QUERIES},
                 "gate": {"applied": self.info["gate"] is not None, "passed": (self.info["gate"] or {}).get("passed"),
@@ -214,6 +217,47 @@ class QueryBatcher:
                 for (_, f), answer in zip(batch, answers):
                     if not f.done(): f.set_result(answer)
         finally: self.running = False
+
+# %% ../nbs/19_serving.ipynb #33d1824c
+CASE_PROBES = ("Cordless DRILL 18V", "ÉTÉ Patio Set", "İznik Tile", "Straße")   # texts whose lower case a case-blind tokenizer reads alike
+
+def is_case_blind(tokenizer) -> bool:
+    "Whether `tokenizer` gives every probe text and its lower case the same token ids."
+    return all(tokenizer(p)["input_ids"] == tokenizer(p.lower())["input_ids"] for p in CASE_PROBES)
+
+def query_key(
+    query: str,
+    case_blind: bool,   # the model ignores case (`is_case_blind`)
+) -> str:
+    "The form of a query the cache looks up: runs of white space as one space, lower case when the model ignores case."
+    text = " ".join(query.split())
+    return text.lower() if case_blind else text
+
+class AnswerCache:
+    "Recent `/search` answers: a bounded LRU from (model tag, normal form of the query) to what ranking returned."
+    def __init__(
+        self,
+        size: int = 4096,   # answers kept (the least recently used goes first); 0 turns the cache off
+    ):
+        from cachetools import LRUCache
+        if size < 0: raise ValueError(f"cache size {size}: give 0 (off) or more")
+        self.entries = LRUCache(maxsize=size) if size else None
+        self.hits = self.misses = 0
+
+    def __bool__(self): return self.entries is not None
+    def __len__(self): return len(self.entries) if self else 0
+
+    def get(self, model: PackagedModel, query: str):
+        "The cached answer of `model` to `query`, or None (counted as a hit or a miss)."
+        if not self: return None
+        found = self.entries.get((model.tag, query_key(query, model.case_blind)))
+        if found is None: self.misses += 1
+        else: self.hits += 1
+        return found
+
+    def put(self, model: PackagedModel, query: str, answer) -> None:
+        "Keep `model`'s answer to `query`."
+        if self: self.entries[(model.tag, query_key(query, model.case_blind))] = answer
 
 # %% ../nbs/19_serving.ipynb #bc298921
 def check_items(

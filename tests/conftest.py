@@ -56,7 +56,20 @@ def packaged(tmp_path_factory):
     assert out.returncode == 0, out.stderr[-3000:]
     tag = out.stdout.strip().splitlines()[-1]
     assert tag.startswith("recnb:"), out.stdout
-    return {"run_dir": run_dir, "params": params, "env": env, "tag": tag}
+    return {"run_dir": run_dir, "params": params, "env": env, "tag": tag, "path": package_path(env, tag)}
+
+
+def package_path(env: dict, tag: str) -> Path:
+    "The folder of a package `recnb package` wrote into the store `env`'s BENTOML_HOME names."
+    name, version = tag.split(":")
+    return Path(env["BENTOML_HOME"]) / "models" / name / version
+
+
+def served_parts(path: Path) -> dict:
+    "A package's own encoder (torch or compressed, as packaged) and item index: what the service ranks with."
+    from recnb.onnx_encoder import load_encoder
+    from recnb.scorer import ItemIndex
+    return {"encoder": load_encoder(path / "model", device="cpu"), "index": ItemIndex.load(path / "index", device="cpu")}
 
 
 class Process:

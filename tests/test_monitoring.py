@@ -5,7 +5,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, Process, dataset_dir, free_port, serve
+from conftest import ROOT, Process, dataset_dir, free_port, serve, served_parts
 
 pytestmark = pytest.mark.integration  # a real bentoml serve and Prometheus
 
@@ -64,18 +64,13 @@ def wait_for(check, seconds: float = 30):
 def test_false_alarm_rate_of_held_out_in_distribution_windows_is_low(packaged):
     "Every window of held-out test queries (never in the reference) against the service's own thresholds."
     from safetensors.torch import load_file
-    import bentoml  # noqa: F401  (BENTOML_HOME comes from the fixture's environment below)
-    from recnb.encoder import Encoder
     from recnb.experiment import load_run_data
     from recnb.monitoring import DriftMonitor, DriftReference
-    from recnb.scorer import ItemIndex
-    run_dir = packaged["run_dir"]
-    store = Path(packaged["env"]["BENTOML_HOME"]) / "models" / "recnb"
-    package = next(p for p in store.iterdir() if p.is_dir() and (p / "reference.safetensors").is_file())
+    package = packaged["path"]
     reference = load_file(str(package / "reference.safetensors"))
     drift = DriftReference(reference["query_vectors"], reference["top_scores"], window=WINDOW)
     queries = load_run_data(packaged["params"]).queries_in("test")["query"].tolist()
-    encoder, index = Encoder(run_dir / "model", device="cpu"), ItemIndex.load(run_dir / "index", device="cpu")
+    encoder, index = served_parts(package).values()   # the package's own encoder and index, as the service ranks
     vectors = encoder.encode(queries)
     best = index.search(vectors, k=1).scores[:, 0].numpy()
     alarms = []

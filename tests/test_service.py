@@ -3,7 +3,7 @@ import asyncio, json, subprocess, sys
 from pathlib import Path
 import httpx
 import pytest
-from conftest import ROOT, recnb_cli as recnb, serve
+from conftest import ROOT, package_path, recnb_cli as recnb, serve, served_parts
 
 pytestmark = pytest.mark.integration  # a real bentoml serve and bentoml build
 
@@ -25,13 +25,9 @@ def server(packaged):
 
 @pytest.fixture(scope="module")
 def offline(store):
-    "The run's own encoder, index and data, as the experiment evaluated them."
-    from recnb.encoder import Encoder
+    "The package's encoder and index (compressed by `recnb package` as `recnb.compress` measured) and the run's data."
     from recnb.experiment import load_run_data
-    from recnb.scorer import ItemIndex
-    run_dir = store["run_dir"]
-    return {"encoder": Encoder(run_dir / "model", device="cpu"), "index": ItemIndex.load(run_dir / "index", device="cpu"),
-            "data": load_run_data(store["params"])}
+    return {**served_parts(store["path"]), "data": load_run_data(store["params"])}
 
 
 def post(url, path, body, headers=AUTH, **kw):
@@ -185,11 +181,9 @@ def test_service_requirements_are_a_subset_of_the_project_dependencies():
 def test_a_recommendation_package_serves_what_its_run_evaluated(tmp_path):
     "A recommendation run (the synthetic shoppers) packaged and served: /recommend answers as the run's ranker did offline."
     import os
-    from recnb.encoder import Encoder
     from recnb.evaluate import model_rankers
     from recnb.experiment import load_run_data, run
     from recnb.params import validate_params
-    from recnb.scorer import ItemIndex
     params = validate_params({"name": "shoppers", "data": {"name": "synthetic-rec", "n_items": 300, "n_users": 60},
                               "train": {"epochs": 1, "max_steps": 3, "batch_size": 16}, "tracker": "disabled",
                               "eval": {"model_ranker": "fine-tuned"}})  # the query tower over the history text
@@ -200,8 +194,8 @@ def test_a_recommendation_package_serves_what_its_run_evaluated(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     package = {"env": env, "tag": out.stdout.strip().splitlines()[-1]}
     data = load_run_data(params)
-    ranker = model_rankers("recommendation", Encoder(run_dir / "model", device="cpu"), ItemIndex.load(run_dir / "index", device="cpu"),
-                           data.catalog, params.train.history_items)["fine-tuned"]
+    parts = served_parts(package_path(env, package["tag"]))
+    ranker = model_rankers("recommendation", parts["encoder"], parts["index"], data.catalog, params.train.history_items)["fine-tuned"]
     process, url = serve(package, tmp_path / "serve.log")
     try:
         info = httpx.get(f"{url}/info", timeout=30).json()
@@ -216,4 +210,44 @@ def test_a_recommendation_package_serves_what_its_run_evaluated(tmp_path):
             assert [i["item_id"] for i in items] == ids
             assert max(abs(i["score"] - s) for i, s in zip(items, scores)) < 1e-5
             assert not set(history) & set(ids)
+    finally: process.stop()
+
+
+def test_the_answer_cache_never_answers_for_another_model(packaged, tmp_path):
+    """Two models in one service (an experiment's arms): a query one arm cached is computed afresh by the other, each answer
+    is its own model's, and repeats (in any case and spacing) are hits counted in /metrics."""
+    import re, yaml
+    from recnb.arms import assign, load_experiment
+    from recnb.baselines import DenseRanker
+    from recnb.experiment import load_run_data, run
+    from recnb.params import validate_params
+    zero = tmp_path / "zero"   # the same shop, not fine-tuned: another model with other answers
+    run(validate_params({**packaged["params"].model_dump(mode="json"), "name": "zero", "train": {"epochs": 0}}), zero)
+    out = recnb("package", zero, "--name", "recnb-zero", env=packaged["env"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    tags = {"champion": packaged["tag"], "challenger": out.stdout.strip().splitlines()[-1]}
+    experiment = tmp_path / "cache.yaml"
+    experiment.write_text(yaml.safe_dump({"name": "cache", "mode": "split", "salt": "cache-test-salt", "arms": [
+        {"name": arm, "model": tag, "share": 0.5} for arm, tag in tags.items()]}))
+    users = {}
+    for i in range(100):
+        users.setdefault(assign(load_experiment(experiment), f"u{i}").name, f"u{i}")
+    data = load_run_data(packaged["params"])
+    expected = {arm: DenseRanker(**served_parts(package_path(packaged["env"], tag))).rank for arm, tag in tags.items()}
+    process, url = serve(packaged, tmp_path / "serve.log", RECNB_EXPERIMENT=str(experiment), RECNB_AB_SECRET="cache-test-secret-0042",
+                         RECNB_FEEDBACK_LOG=str(tmp_path / "cache.sqlite"))
+    try:
+        query = data.queries_in("test")["query"].iloc[0]
+        answers = []
+        for arm, variant in [("champion", query), ("challenger", query), ("champion", query.upper()), ("challenger", f"  {query}  ")]:
+            got = post(url, "/search", {"query": variant, "k": 10, "user": users[arm]}).json()
+            assert got["arm"] == arm and got["model"] == tags[arm], got
+            ranked = expected[arm]([query], 10)
+            assert [i["item_id"] for i in got["items"]] == ranked.ids[0], (arm, variant)
+            assert max(abs(i["score"] - s) for i, s in zip(got["items"], ranked.scores[0])) < 1e-5
+            answers.append([i["item_id"] for i in got["items"]])
+        assert answers[0] != answers[1]   # the two models rank differently, so a shared entry would show
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        counts = {m.group(1, 2): float(m.group(3)) for m in re.finditer(r'recnb_cache_lookups_total\{arm="(\w+)",result="(\w+)"\} ([\d.]+)', metrics)}
+        assert counts == {("champion", "miss"): 1, ("challenger", "miss"): 1, ("champion", "hit"): 1, ("challenger", "hit"): 1}, counts
     finally: process.stop()
