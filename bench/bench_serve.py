@@ -49,6 +49,22 @@ class Server:
         self.log.close()
 
 
+def zipf_stream(queries: list[str], n: int, s: float, seed: int = 0) -> list[str]:
+    "`n` queries drawn with probability ∝ 1 / rank^s over `queries` (their order is the rank): a head of repeated queries and a long tail."
+    weights = 1.0 / np.arange(1, len(queries) + 1) ** s
+    picks = np.random.default_rng(seed).choice(len(queries), size=n, p=weights / weights.sum())
+    return [queries[i] for i in picks]
+
+
+def cache_counts(url: str) -> dict:
+    "Hits and misses of the answer cache so far, from the service's /metrics."
+    import re
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    counts = {"hit": 0.0, "miss": 0.0}
+    for m in re.finditer(r'recnb_cache_lookups_total\{arm="[^"]*",result="(hit|miss)"\} ([\d.e+]+)', text): counts[m.group(1)] += float(m.group(2))
+    return counts
+
+
 async def load(url: str, queries: list[str], rate: float, duration: float, headers: dict, users: int = 0) -> dict:
     "Send `rate` requests/s for `duration` s (open model; request i from shopper i mod `users` when users > 0); latency of each, errors by status."
     n = int(rate * duration)
@@ -91,6 +107,9 @@ def main():
     p.add_argument("--contenders", default="recnb-batched,recnb-unbatched,peer-fastapi")
     p.add_argument("--overhead-rounds", type=int, default=2, help="monitoring on/off pairs at --overhead-rate (0: skip)")
     p.add_argument("--overhead-rate", type=float, default=20)
+    p.add_argument("--stream", choices=("cycle", "zipf"), default="cycle",
+                   help="cycle: the shuffled test queries in turn; zipf: drawn with probability ∝ 1/rank^--zipf-s (repeats)")
+    p.add_argument("--zipf-s", type=float, default=1.0)
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     import bentoml
@@ -101,16 +120,22 @@ def main():
     data = load_run_data(load_params(Path(info["run_dir"]) / "params.yaml"))
     queries = data.queries_in("test")["query"].tolist()
     np.random.default_rng(0).shuffle(queries)
+    if args.stream == "zipf": queries = zipf_stream(queries, 20_000, args.zipf_s)
     env = {"RECNB_MODEL": str(stored.tag), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    commands = {
-        "recnb-batched": ([sys.executable, "-m", "bentoml", "serve", "service:RecnbService", "--host", "127.0.0.1"], {"RECNB_BATCHING": "1"}),
-        "recnb-unbatched": ([sys.executable, "-m", "bentoml", "serve", "service:RecnbService", "--host", "127.0.0.1"], {"RECNB_BATCHING": "0"}),
+    serve = [sys.executable, "-m", "bentoml", "serve", "service:RecnbService", "--host", "127.0.0.1"]
+    commands = {   # recnb without its answer cache unless named: every query computed, as the peer does
+        "recnb-batched": (serve, {"RECNB_BATCHING": "1", "RECNB_CACHE_SIZE": "0"}),
+        "recnb-unbatched": (serve, {"RECNB_BATCHING": "0", "RECNB_CACHE_SIZE": "0"}),
+        "recnb-cached": (serve, {"RECNB_BATCHING": "1"}),   # the service's default cache
         "peer-fastapi": ([sys.executable, str(ROOT / "bench" / "peer_service.py"), stored.path], {}),
-        "recnb-no-monitoring": ([sys.executable, "-m", "bentoml", "serve", "service:RecnbService", "--host", "127.0.0.1"], {"RECNB_MONITORING": "0"}),
+        "recnb-no-monitoring": (serve, {"RECNB_MONITORING": "0", "RECNB_CACHE_SIZE": "0"}),
     }
     out = {"machine": machine_name(), "model": str(stored.tag), "ranker": info["ranker"], "items": info["items"],
-           "duration_s": args.duration, "queries": len(queries), "results": {}}
-    print(f"{out['machine']}; {out['model']} ({info['ranker']}, {info['items']:,} items); {args.duration:.0f} s per rate")
+           "encoder": (info.get("encoder") or {"format": "torch"})["format"], "stream": args.stream,
+           "zipf_s": args.zipf_s if args.stream == "zipf" else None, "duration_s": args.duration, "queries": len(set(queries)),
+           "results": {}, "cache": {}}
+    print(f"{out['machine']}; {out['model']} ({info['ranker']}, {info['items']:,} items, encoder {out['encoder']}); "
+          f"{args.duration:.0f} s per rate; stream {args.stream}" + (f" (s = {args.zipf_s})" if args.stream == "zipf" else ""))
     log_dir = ROOT / "bench" / "out"; log_dir.mkdir(parents=True, exist_ok=True)
     for name in [c for c in args.contenders.split(",") if c]:
         command, extra = commands[name]
@@ -124,6 +149,7 @@ def main():
                 print(f"{name:16s} {rate:6.0f}/s → {row['throughput']:7.1f}/s ok, p50 {row['p50_ms']:7.1f} p95 {row['p95_ms']:7.1f} "
                       f"p99 {row['p99_ms']:7.1f} ms, errors {row['errors']} {row['statuses']}", flush=True)
                 if saturated(row, args.slo_ms): break
+            if name.startswith("recnb"): out["cache"][name] = cache_counts(server.url)
         finally: server.stop()
     rounds = []
     for _ in range(args.overhead_rounds):  # monitoring on and off, alternated, same rate: its cost on /search latency
@@ -144,6 +170,8 @@ def main():
         out["monitoring_overhead"] = {"rate": args.overhead_rate, "rounds": rounds, "p99_on_ms": on, "p99_off_ms": off,
                                       "p99_ratio": round(on / off, 3)}
         print(f"monitoring at {args.overhead_rate:.0f}/s: median p99 {on:.1f} ms on vs {off:.1f} ms off = {on / off:.3f}×")
+    for name, c in out["cache"].items():
+        if c["hit"] + c["miss"]: print(f"{name}: answer cache hit ratio {c['hit'] / (c['hit'] + c['miss']):.3f} ({c['hit']:.0f} of {c['hit'] + c['miss']:.0f})")
     best = {n: max(r["throughput"] for r in rows) for n, rows in out["results"].items()}
     out["saturation_throughput"] = best
     if "peer-fastapi" in best:

@@ -14,10 +14,12 @@ from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 
 package = Path(sys.argv[1])
-model = SentenceTransformer(str(package / "model"), device="cpu")
+# the run's own torch encoder and its item vectors (a package may hold a compressed encoder instead: `recnb package --encoder`)
+run_dir = Path(json.loads((package / "package.json").read_text())["run_dir"])
+model = SentenceTransformer(str(run_dir / "model"), device="cpu")
 model.max_seq_length = 128
-vectors = load_file(str(package / "index" / "vectors.safetensors"))["vectors"]
-ids = json.loads((package / "index" / "ids.json").read_text())
+vectors = load_file(str(run_dir / "index" / "vectors.safetensors"))["vectors"]
+ids = json.loads((run_dir / "index" / "ids.json").read_text())
 titles = pd.read_parquet(package / "catalog.parquet")["title"].astype(str).tolist()
 app = FastAPI()
 

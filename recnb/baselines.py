@@ -14,8 +14,8 @@ import torch
 from .data import Catalog, history_text
 
 # %% auto #0
-__all__ = ['HISTORY_MODES', 'Ranking', 'BM25Ranker', 'DenseRanker', 'ranking_of', 'mean_item_vectors', 'PopularityRanker',
-           'CooccurrenceRanker', 'HybridRanker', 'fuse']
+__all__ = ['HISTORY_MODES', 'Ranking', 'top_positive', 'BM25Ranker', 'DenseRanker', 'ranking_of', 'mean_item_vectors',
+           'PopularityRanker', 'CooccurrenceRanker', 'HybridRanker', 'fuse']
 
 # %% ../nbs/10_baselines.ipynb #0b01f574
 @dataclass
@@ -30,6 +30,19 @@ class Ranking:
         "`{query_id: ranked item ids}` for `recnb.metrics.evaluate`."
         if len(keys) != len(self.ids): raise ValueError(f"{len(keys)} keys for {len(self.ids)} rankings")
         return dict(zip(map(str, keys), self.ids))
+
+# %% ../nbs/10_baselines.ipynb #18d33632
+def top_positive(
+    scores: np.ndarray,   # one query's score for every item
+    k: int,               # most items to keep
+) -> np.ndarray:
+    "Positions of the `k` best positive scores, best first; equal scores in position order."
+    positive = np.flatnonzero(scores > 0)
+    if len(positive) > k:   # the k-th best value; everything above it, then the first items that equal it
+        cut = np.partition(scores[positive], len(positive) - k)[len(positive) - k]
+        above, level = positive[scores[positive] > cut], positive[scores[positive] == cut]
+        positive = np.concatenate([above, level[:k - len(above)]])
+    return positive[np.lexsort((positive, -scores[positive]))]
 
 # %% ../nbs/10_baselines.ipynb #611b2dd5
 class BM25Ranker:
@@ -87,12 +100,11 @@ class BM25Ranker:
         if not len(queries): return Ranking([], [])
         tokens = bm25s.tokenize(list(queries), stopwords=self._stopwords, stemmer=self._stemmer,
                                 return_ids=False, show_progress=False)
-        k = min(k, len(self.ids))
-        docs, scores = self.retriever.retrieve(tokens, k=k, show_progress=False, n_threads=0)
         ids, kept = [], []
-        for d, s in zip(docs, scores):
-            keep = s > 0
-            ids.append(self.ids[d[keep]].tolist()); kept.append(s[keep].astype(float).tolist())
+        for words in tokens:
+            scores = self.retriever.get_scores(words) if words else np.zeros(len(self.ids))
+            top = top_positive(scores, k)
+            ids.append(self.ids[top].tolist()); kept.append(scores[top].astype(float).tolist())
         return Ranking(ids, kept)
 
 # %% ../nbs/10_baselines.ipynb #25b8f800
