@@ -230,8 +230,8 @@ with bentoml.models.create({name!r}, labels=good.info.labels) as m:
         save_file({{"vectors": vectors}}, str(target / "index" / "vectors.safetensors"))
         info = json.loads((target / "package.json").read_text()); info["files"] = file_digests(target)
         (target / "package.json").write_text(json.dumps(info))
-    if damage == "truncated-weights":
-        weights = target / "model" / "model.safetensors"
+    if damage == "truncated-weights":   # the encoder's weights, as packaged (a compressed encoder's graph, or torch's)
+        weights = target / "model" / {weights_file(packaged)!r}
         weights.write_bytes(weights.read_bytes()[:1_000_000])
 print(m.tag)
 """
@@ -240,9 +240,14 @@ print(m.tag)
     return out.stdout.strip().splitlines()[-1]
 
 
+def weights_file(packaged) -> str:
+    "The file of the package's encoder weights: the ONNX graph of a compressed encoder (the default), or torch's safetensors."
+    return "encoder.onnx" if (packaged["path"] / "model" / "encoder.onnx").is_file() else "model.safetensors"
+
+
 DAMAGES = [("shuffled-ids", "index/ids.json: its sha256 differs"),
            ("random-vectors", "item vectors are not unit length"),
-           ("truncated-weights", "model/model.safetensors: its sha256 differs")]
+           ("truncated-weights", "model/WEIGHTS: its sha256 differs")]
 
 
 def test_recnb_verify_checks_a_package_offline(packaged):
@@ -251,12 +256,14 @@ def test_recnb_verify_checks_a_package_offline(packaged):
     for damage, words in DAMAGES:
         tag = _damaged_copy(packaged, f"verify-{damage}", damage)
         out = recnb("verify", tag, env=packaged["env"])
+        words = words.replace("WEIGHTS", weights_file(packaged))
         assert out.returncode == 2 and words in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
 
 
 def test_a_damaged_package_is_refused_not_served(packaged, tmp_path):
     for damage, words in DAMAGES:
         tag = _damaged_copy(packaged, f"served-{damage}", damage)
+        words = words.replace("WEIGHTS", weights_file(packaged))
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = tmp_path / f"{damage}.log"
