@@ -28,6 +28,7 @@ API_KEY = os.environ.get("RECNB_API_KEY") or None
 MAX_BATCH = int(os.environ.get("RECNB_MAX_BATCH", "64"))   # queries ranked in one pass
 BATCHING = os.environ.get("RECNB_BATCHING", "1") != "0"    # 0: every /search ranks alone (the benchmark's comparison)
 CACHE_SIZE = int(os.environ.get("RECNB_CACHE_SIZE", "4096"))  # /search answers kept per worker for repeated queries; 0: none
+if CACHE_SIZE < 0: sys.exit(f"recnb: RECNB_CACHE_SIZE={CACHE_SIZE}: give 0 (no cache) or more")
 MONITORING = os.environ.get("RECNB_MONITORING", "1") != "0"  # 0: no recnb metrics, drift or anomaly detection
 ARM = os.environ.get("RECNB_ARM", "champion")               # the arm's name without an experiment
 DRIFT_WINDOW = int(os.environ.get("RECNB_DRIFT_WINDOW", "100"))   # live queries compared with the reference
