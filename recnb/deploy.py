@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 import yaml
 from .compress import ENCODER_CHOICES, MAX_NDCG_LOSS
+from .evaluate import SEQUENCE_RANKERS
 from .config import write_json
 from .verify import PACKAGE_FILE, check_safetensors, file_digests, read_json, verify_package
 
@@ -40,7 +41,13 @@ def resolve_run(
 def check_run(
     run_dir: Path,  # a run directory
 ) -> None:
-    "Raise `PackageError` naming what a finished run lacks."
+    "Raise `PackageError` naming what a finished run lacks, or that its model is one `recnb package` cannot serve."
+    try: served = json.loads((run_dir / "metrics.json").read_text()).get("model")
+    except (OSError, ValueError, AttributeError): served = None  # missing or damaged: named below, or by `_read_run`
+    if served in SEQUENCE_RANKERS:
+        raise PackageError(f"{run_dir}: its model {served!r} ranks with the sequence model (recnb.sequence), which "
+                           "`recnb package` does not serve yet; choose a text ranker with eval.model_ranker "
+                           "(e.g. fine-tuned+co-occurrence) and run again")
     missing = [name for name in RUN_FILES if not (run_dir / name).exists()]
     if missing: raise PackageError(f"{run_dir}: not a finished run, {', '.join(missing)} missing; "
                                    f"finish it with `recnb run {run_dir / 'params.yaml'}` and package again")

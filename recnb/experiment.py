@@ -100,6 +100,20 @@ def champion_ranker(
     return rankers[ranker]
 
 # %% ../nbs/16_experiment.ipynb #0e1ebc2c
+def _text_model(params: Params, data, run_dir: Path, zero_shot, clock: Stopwatch, tracker: str, progress: bool):
+    "The fine-tuned encoder (the zero-shot one when train.epochs is 0), saved in run_dir/model, and what its fit reported."
+    from recnb.encoder import Encoder
+    from recnb.model import fit
+    if params.train.epochs == 0:
+        zero_shot.save(run_dir / "model")
+        return zero_shot, {}
+    with clock.stage("train"):
+        result = fit(data, run_dir, params.train, seed=params.seed, tracker=tracker, project=params.project, group=params.group,
+                     run_name=params.name, progress=progress, config={"params": params.model_dump(mode="json")})
+    return Encoder(str(result.model_dir)), {"best_val_ndcg@10": result.best_score, "train_pairs": result.train_pairs,
+                                            "pairs_per_second": round(result.pairs_per_second, 2),
+                                            "resumed_from": result.resumed_from, "epochs_run": len(result.history)}
+
 def run(
     params: Params,                # validated parameters
     run_dir: str | Path,           # where the run directory is written
@@ -111,8 +125,8 @@ def run(
     from recnb.data import task_of
     from recnb.encoder import Encoder
     from recnb.evaluate import baseline_rankers, evaluate_recommendation, evaluate_search, model_rankers
-    from recnb.model import fit
     from recnb.scorer import ItemIndex
+    from recnb.sequence import fit_sequence, sequence_rankers
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").unlink(missing_ok=True)
     write_yaml(run_dir / "params.yaml", params.model_dump(mode="json"))
@@ -127,36 +141,35 @@ def run(
             found = (evaluate_search(data, rankers, split, params.eval.metrics, params.eval.gain) if search
                      else evaluate_recommendation(data, rankers, split, params.eval.metrics))
             metrics[split].update(found)
+    text = data.catalog.has_text
+    if not (search or text or params.sequence.epochs):
+        raise ValueError(f"{data.name}: its items have no text, so only a sequence model can learn from it: set sequence.epochs above 0")
     with clock.stage("baselines"):
-        zero_shot = Encoder(params.train.model)
+        zero_shot = Encoder(params.train.model) if text else None
         baselines = baseline_rankers(data, params.eval.baselines, zero_shot)
         score(baselines)
     if params.eval.champion:
         with clock.stage("champion"): score({"champion": champion_ranker(params.eval.champion, data, baselines.get("bm25"))})
-    tracker = settings.tracker_mode if params.tracker == "settings" else params.tracker
-    fit_info = {}
-    if params.train.epochs > 0:
-        with clock.stage("train"):
-            t = params.train
-            result = fit(data, run_dir, t, seed=params.seed, tracker=tracker, project=params.project, group=params.group,
-                         run_name=params.name, progress=progress, config={"params": params.model_dump(mode="json")})
-            fit_info = {"best_val_ndcg@10": result.best_score, "train_pairs": result.train_pairs,
-                        "pairs_per_second": round(result.pairs_per_second, 2), "resumed_from": result.resumed_from,
-                        "epochs_run": len(result.history)}
-            tuned = Encoder(str(result.model_dir))
-    else:
-        tuned = zero_shot
-        zero_shot.save(run_dir / "model")
-    with clock.stage("index"):
-        index = ItemIndex.build(tuned, data.catalog)
-        index.save(run_dir / "index")
-    with clock.stage("evaluate"):
-        cooccurrence = None
-        if not search and params.eval.fuse_with_cooccurrence:
-            cooccurrence = baselines.get("co-occurrence") or CooccurrenceRanker(data.split().train)
-        ours = model_rankers(task_of(data), tuned, index, data.catalog, params.train.history_items,
-                             params.eval.fuse_with_bm25, params.eval.fusion, baselines.get("bm25"), cooccurrence)
-        score(ours)
+    cooccurrence = None
+    if not search and params.eval.fuse_with_cooccurrence:
+        cooccurrence = baselines.get("co-occurrence") or CooccurrenceRanker(data.split().train)
+    fit_info, ours = {}, {}
+    if text:
+        tracker = settings.tracker_mode if params.tracker == "settings" else params.tracker
+        tuned, fit_info = _text_model(params, data, run_dir, zero_shot, clock, tracker, progress)
+        with clock.stage("index"):
+            index = ItemIndex.build(tuned, data.catalog)
+            index.save(run_dir / "index")
+        with clock.stage("evaluate"):
+            ours = model_rankers(task_of(data), tuned, index, data.catalog, params.train.history_items,
+                                 params.eval.fuse_with_bm25, params.eval.fusion, baselines.get("bm25"), cooccurrence)
+            score(ours)
+    if not search and params.sequence.epochs:
+        with clock.stage("sequence"): sasrec = fit_sequence(data, run_dir, params.sequence, params.seed, progress)
+        fit_info["sequence"] = {k: sasrec.info[k] for k in ("best_val_ndcg@10", "epochs_run", "train_sequences")}
+        with clock.stage("evaluate"):
+            found = sequence_rankers(sasrec, cooccurrence, ours.get("fine-tuned"), params.eval.fusion)
+            score(found); ours.update(found)
     first = params.eval.metrics[0]
     choice = params.eval.model_ranker
     if choice == "best":

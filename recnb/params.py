@@ -10,12 +10,12 @@ from typing import Annotated, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 from .datasets import dataset_problems
-from .evaluate import REC_RANKERS, SEARCH_RANKERS
+from .evaluate import MODEL_RANKERS, REC_RANKERS, SEARCH_RANKERS
 
 # %% auto #0
 __all__ = ['Metric', 'Baseline', 'StrictModel', 'FeedbackData', 'DataParams', 'TrainParams', 'EvalParams', 'ResourceParams',
-           'Params', 'ParamsLoader', 'ParamsError', 'read_yaml', 'problems_of', 'validate_params', 'validate_train',
-           'load_params', 'set_dotted']
+           'SequenceParams', 'Params', 'ParamsLoader', 'ParamsError', 'read_yaml', 'problems_of', 'validate_params',
+           'validate_train', 'load_params', 'set_dotted']
 
 # %% ../nbs/12_params.ipynb #7a74f8f3
 class StrictModel(BaseModel):
@@ -87,7 +87,7 @@ class EvalParams(StrictModel):
     fuse_with_bm25: bool = True                  # search: also score the fine-tuned model fused with BM25
     fuse_with_cooccurrence: bool = True          # recommendation: also score it fused with item co-occurrence
     fusion: Literal["blend", "rrf"] = "blend"    # how: equal-weight min–max score blend (beat RRF on Home Depot, bench/RESULTS.md) or reciprocal rank
-    model_ranker: Literal["fine-tuned", "fine-tuned+bm25", "fine-tuned-items", "fine-tuned+co-occurrence", "best"] = "best"  # the run's model (`recnb.evaluate.model_rankers`); best = the best on validation
+    model_ranker: Literal[MODEL_RANKERS + ("best",)] = "best"  # the run's model (`recnb.evaluate.model_rankers`); best = the best on validation
     champion: Optional[str] = None               # the serving champion (a run directory or a package folder): re-evaluated on this run's splits as ranker `champion`
 
 class ResourceParams(StrictModel):
@@ -95,12 +95,34 @@ class ResourceParams(StrictModel):
     cpus: float = Field(1, gt=0)
     gpus: float = Field(0, ge=0)
 
+class SequenceParams(StrictModel):
+    "The sequential model of item ids (`recnb.sequence`, SASRec): its network and its training."
+    epochs: int = Field(0, ge=0)                 # 0: no sequence model
+    dim: int = Field(64, ge=2)                   # item and position vectors
+    layers: int = Field(2, ge=1)
+    heads: int = Field(1, ge=1)                  # must divide dim
+    dropout: float = Field(0.5, ge=0, lt=1)
+    max_len: int = Field(50, ge=1)               # newest items of a shopper read
+    batch_size: int = Field(256, ge=1)           # training sequences per step
+    lr: float = Field(2e-3, gt=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    validate_every: int = Field(5, ge=1)         # epochs between whole-catalog validations
+    patience: int = Field(3, ge=1)               # validations without improvement before stopping
+    max_val_users: Optional[int] = Field(None, gt=0)  # validation ranks the catalog for at most this many shoppers
+    attributes: bool = True                      # add the catalog's attribute ids (its `attributes` column) to item vectors
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self):
+        if self.dim % self.heads: raise ValueError(f"heads ({self.heads}) must divide dim ({self.dim})")
+        return self
+
 class Params(StrictModel):
     "One parameter set: everything a run needs."
     name: str = "default"
     seed: int = 0
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
+    sequence: SequenceParams = SequenceParams()  # recommendation: the sequential model of item ids
     eval: EvalParams = EvalParams()
     tracker: Literal["offline", "online", "disabled", "settings"] = "settings"  # wandb mode; settings = tracker_mode setting
     project: str = "recnb"
