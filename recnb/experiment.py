@@ -78,7 +78,7 @@ def champion_ranker(
 ):
     "The champion's own ranker (its encoder, ranker, fusion, history length) over this run's catalog (scored as `champion`)."
     from recnb.data import task_of
-    from recnb.evaluate import model_rankers
+    from recnb.evaluate import SEQUENCE_RANKERS, model_rankers
     from recnb.onnx_encoder import load_encoder
     from recnb.params import load_params
     from recnb.scorer import ItemIndex
@@ -90,6 +90,9 @@ def champion_ranker(
     else:
         params = load_params(path / "params.yaml")
         ranker, fusion, history_items = json.loads((path / "metrics.json").read_text())["model"], params.eval.fusion, params.train.history_items
+    if ranker in SEQUENCE_RANKERS:
+        raise ValueError(f"eval.champion: {path}'s model {ranker!r} ranks with the sequence model, which cannot be served "
+                         "as a champion yet; name a run or package whose model is a text ranker")
     encoder = load_encoder(path / "model")   # a package's compressed encoder, or the run's torch one
     task = task_of(data)
     if task == "recommendation" and cooccurrence is None and ranker == "fine-tuned+co-occurrence":
