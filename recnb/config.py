@@ -12,7 +12,7 @@ from typing import Iterator
 
 # %% auto #0
 __all__ = ['SETTINGS_FILE', 'SECTION', 'PATH_KEYS', 'Settings', 'find_settings_file', 'load_settings', 'settings_environment',
-           'resolve_device', 'native_bf16', 'atomic_path', 'write_json', 'write_yaml']
+           'resolve_device', 'native_bf16', 'atomic_path', 'write_json', 'write_yaml', 'read_json', 'check_safetensors']
 
 # %% ../nbs/00_config.ipynb #f7d23ba0
 SETTINGS_FILE = "settings.ini"
@@ -124,3 +124,31 @@ def write_yaml(path: str | Path, value) -> None:
     "Write YAML atomically, keys in their order."
     import yaml
     with atomic_path(path) as tmp: tmp.write_text(yaml.safe_dump(value, sort_keys=False))
+
+# %% ../nbs/00_config.ipynb #c0f1a7e2
+def read_json(
+    path: Path,                 # a JSON file
+    required: tuple = (),       # keys the object must have
+    error=ValueError,           # the exception class raised
+    fix: str = "write it again",  # what the user should do
+):
+    "The decoded JSON object of `path`, or `error` naming the file, the problem and the fix."
+    if not path.is_file(): raise error(f"{path}: missing; {fix}")
+    try: value = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e: raise error(f"{path}: not valid JSON ({e}); {fix}") from None
+    if required and not isinstance(value, dict): raise error(f"{path}: not a JSON object; {fix}")
+    missing = [k for k in required if k not in value]
+    if missing: raise error(f"{path}: has no {', '.join(map(repr, missing))}; {fix}")
+    return value
+
+def check_safetensors(
+    path: Path,                # a .safetensors file
+    error=ValueError,
+    fix: str = "write it again",
+) -> None:
+    "Raise `error` naming `path` unless every tensor in it can be read."
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys(): f.get_slice(key)
+    except Exception as e: raise error(f"{path}: not a complete safetensors file ({e}); {fix}") from None

@@ -12,8 +12,8 @@ import torch
 import yaml
 from .compress import ENCODER_CHOICES, MAX_NDCG_LOSS
 from .evaluate import SEQUENCE_RANKERS
-from .config import write_json
-from .verify import PACKAGE_FILE, check_safetensors, file_digests, read_json, verify_package
+from .config import check_safetensors, read_json, write_json
+from .verify import PACKAGE_FILE, file_digests, verify_package
 
 # %% auto #0
 __all__ = ['MODEL_NAME', 'RUN_FILES', 'REFERENCE_LIMIT', 'PackageError', 'resolve_run', 'check_run', 'reference_statistics',

@@ -4,7 +4,7 @@
 
 # %% ../nbs/15a_sequence.ipynb #da505b9d
 from __future__ import annotations
-import json, math, shutil
+import math, shutil
 from pathlib import Path
 from typing import Sequence
 import torch
@@ -12,8 +12,9 @@ import pytorch_lightning as pl
 from safetensors.torch import load_file, save_file
 from .baselines import HybridRanker, Ranking
 from .evaluate import SEQUENCE_RANKERS
-from .config import atomic_path, write_json
+from .config import atomic_path, check_safetensors, read_json, write_json
 from .data import RecData
+from .metrics import evaluate
 from .params import SequenceParams
 
 # %% auto #0
@@ -105,11 +106,6 @@ def _trimmed(rows: torch.Tensor) -> torch.Tensor:
     filled = (rows > 0).any(0)
     return rows[:, int(filled.nonzero()[0]):] if filled.any() else rows[:, -1:]
 
-def _ndcg_at(scores: torch.Tensor, target: torch.Tensor, k: int = 10) -> torch.Tensor:
-    "NDCG@k of one relevant column per row (its rank among the scores, ties counted against it)."
-    rank = (scores > scores.gather(1, target[:, None])).sum(1)
-    return torch.where(rank < k, 1.0 / torch.log2(rank.float() + 2), torch.zeros_like(rank, dtype=torch.float))
-
 class SequenceModule(pl.LightningModule):
     "SASRec trained on next-item prediction with a full softmax; validated by whole-catalog NDCG@10."
     def __init__(self, n_items: int, settings: dict, attribute_rows: torch.Tensor | None = None):
@@ -118,7 +114,7 @@ class SequenceModule(pl.LightningModule):
         s = SequenceParams(**settings)
         self.lr, self.weight_decay = s.lr, s.weight_decay
         self.net = SASRec(n_items, s.dim, s.max_len, s.layers, s.heads, s.dropout, attribute_rows)
-        self._val: list[torch.Tensor] = []
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []  # each validation batch's top 10 and targets
 
     def training_step(self, batch, batch_idx):
         inputs, targets = _trimmed(batch[0]), batch[1][:, -_trimmed(batch[0]).shape[1]:]
@@ -133,10 +129,12 @@ class SequenceModule(pl.LightningModule):
         table = self.net.item_table()
         scores = self.net(_trimmed(rows), table)[:, -1] @ table.T  # column 0: padding
         scores = scores.scatter(1, seen, float("-inf"))[:, 1:]                # the shopper's own items never count
-        self._val.append(_ndcg_at(scores, target - 1))
+        self._val.append((scores.topk(min(10, scores.shape[1]), dim=1).indices, target - 1))
 
     def on_validation_epoch_end(self):
-        self.log("val_ndcg@10", torch.cat(self._val).mean(), prog_bar=True); self._val.clear()
+        top, targets = (torch.cat(part).tolist() for part in zip(*self._val))
+        found = evaluate(dict(enumerate(top)), {n: {t: 1.0} for n, t in enumerate(targets)}, ["ndcg@10"])
+        self.log("val_ndcg@10", found["ndcg@10"], prog_bar=True); self._val.clear()
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -159,6 +157,12 @@ def _sequence_data(data: RecData, row: dict[str, int], s: SequenceParams, batch_
     return (torch.utils.data.DataLoader(train_set, batch_sampler=sampler),
             torch.utils.data.DataLoader(valid_set, batch_size=1024), len(train), len(valid))
 
+def _finished(folder: Path, signature: dict) -> bool:
+    "Whether `folder` holds a readable fit with this signature (a damaged one is trained again)."
+    try: record = read_json(folder / CONFIG_FILE); check_safetensors(folder / MODEL_FILE)
+    except ValueError: return False
+    return record.get("signature") == signature
+
 def fit_sequence(
     data: RecData,                      # the shop's sequences (ids only is enough)
     out_dir: str | Path,                # sequence/ is written here
@@ -172,8 +176,7 @@ def fit_sequence(
     s = settings or SequenceParams()
     target = Path(out_dir) / "sequence"
     signature = {"settings": s.model_dump(), "seed": seed, "data": data.fingerprint()}
-    if (target / CONFIG_FILE).is_file() and json.loads((target / CONFIG_FILE).read_text()).get("signature") == signature:
-        return SequenceRanker.load(target)
+    if _finished(target, signature): return SequenceRanker.load(target)
     pl.seed_everything(seed, workers=True, verbose=False)
     ids = data.catalog.ids
     row = {item: r + 1 for r, item in enumerate(ids)}
@@ -210,11 +213,15 @@ class SequenceRanker:
     @classmethod
     def load(cls, path: str | Path, mask_history: bool = True) -> "SequenceRanker":
         "The ranker `fit_sequence` saved in `path`."
-        path = Path(path)
-        info = json.loads((path / CONFIG_FILE).read_text())
-        s, state = SequenceParams(**info["settings"]), load_file(path / MODEL_FILE)
-        net = SASRec(len(info["ids"]), s.dim, s.max_len, s.layers, s.heads, s.dropout, state.get("attribute_rows"))
-        net.load_state_dict(state)
+        path, again = Path(path), "train it again (`recnb run` retrains a damaged sequence model)"
+        info = read_json(path / CONFIG_FILE, ("ids", "settings"), fix=again)
+        check_safetensors(path / MODEL_FILE, fix=again)
+        state = load_file(path / MODEL_FILE)
+        try:
+            s = SequenceParams(**info["settings"])
+            net = SASRec(len(info["ids"]), s.dim, s.max_len, s.layers, s.heads, s.dropout, state.get("attribute_rows"))
+            net.load_state_dict(state)
+        except (ValueError, RuntimeError) as e: raise ValueError(f"{path}: {MODEL_FILE} does not match {CONFIG_FILE} ({e}); {again}") from None
         return cls(net, info["ids"], s.max_len, mask_history, info)
 
     @torch.no_grad()

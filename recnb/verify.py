@@ -7,10 +7,10 @@ that its item vectors can be what a model produced, before anything serves it.""
 from __future__ import annotations
 import hashlib, json
 from pathlib import Path
+from .config import check_safetensors, read_json
 
 # %% auto #0
-__all__ = ['PACKAGE_FILE', 'UNIT_TOLERANCE', 'PackageRefused', 'read_json', 'check_safetensors', 'sha256_of', 'file_digests',
-           'verify_package']
+__all__ = ['PACKAGE_FILE', 'UNIT_TOLERANCE', 'PackageRefused', 'sha256_of', 'file_digests', 'verify_package']
 
 # %% ../nbs/18a_verify.ipynb #4c67bd2b
 PACKAGE_FILE = "package.json"   # the package's description; it holds the other files' checksums
@@ -18,33 +18,6 @@ UNIT_TOLERANCE = 1e-2           # how far from 1 an item vector's norm may be (b
 
 class PackageRefused(ValueError):
     "A stored package that does not verify: the file and what is wrong with it."
-
-def read_json(
-    path: Path,                 # a JSON file
-    required: tuple = (),       # keys the object must have
-    error=ValueError,           # the exception class raised
-    fix: str = "write it again",  # what the user should do
-):
-    "The decoded JSON object of `path`, or `error` naming the file, the problem and the fix."
-    if not path.is_file(): raise error(f"{path}: missing; {fix}")
-    try: value = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e: raise error(f"{path}: not valid JSON ({e}); {fix}") from None
-    if required and not isinstance(value, dict): raise error(f"{path}: not a JSON object; {fix}")
-    missing = [k for k in required if k not in value]
-    if missing: raise error(f"{path}: has no {', '.join(map(repr, missing))}; {fix}")
-    return value
-
-def check_safetensors(
-    path: Path,                # a .safetensors file
-    error=ValueError,
-    fix: str = "write it again",
-) -> None:
-    "Raise `error` naming `path` unless every tensor in it can be read."
-    from safetensors import safe_open
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            for key in f.keys(): f.get_slice(key)
-    except Exception as e: raise error(f"{path}: not a complete safetensors file ({e}); {fix}") from None
 
 # %% ../nbs/18a_verify.ipynb #41610d06
 def sha256_of(path: Path) -> str:
