@@ -233,8 +233,9 @@ class SequenceRanker:
             rows = id_rows(part, self.row, self.max_len)
             table = self.net.item_table()
             found = self.net.item_scores(self.net(_trimmed(rows), table)[:, -1], table)
-            if self.mask_history:
-                for r, history in enumerate(part): found[r, [self.row[i] - 1 for i in history if i in self.row]] = float("-inf")
+            if self.mask_history:   # every item of the history, through a padding column 0
+                seen = id_rows(part, self.row, max([len(h) for h in part] + [1]))
+                found = torch.cat([found.new_zeros(len(part), 1), found], 1).scatter(1, seen, float("-inf"))[:, 1:]
             top = found.topk(min(k, len(self.ids)), dim=1)
             for row_scores, row_ids in zip(top.values.tolist(), top.indices.tolist()):
                 kept = [(self.ids[i], v) for i, v in zip(row_ids, row_scores) if v > float("-inf")]
