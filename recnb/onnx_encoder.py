@@ -5,7 +5,10 @@
 # %% ../nbs/07a_onnx_encoder.ipynb #feef4871
 from __future__ import annotations
 import contextlib, json, logging, os, tempfile, warnings
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 from pathlib import Path
+import numpy as np
 import torch
 from .encoder import Encoder, default_batch_size, pooled_unit_vectors
 
@@ -102,8 +105,22 @@ class OnnxEncoder(Encoder):
     def forward_features(self, **tokenized) -> torch.Tensor:
         "Unit vectors (batch, dim) for a tokenised batch (no gradients: ONNX Runtime only infers)."
         feed = {name: tokenized[name].cpu().numpy() for name in ("input_ids", "attention_mask")}
+        if self.precision == "int8": return self._one_by_one(feed)
         session = self.small_session if len(feed["input_ids"]) <= SMALL_BATCH else self.session
         return torch.from_numpy(session.run(None, feed)[0])
+
+    def _one_by_one(self, feed: dict) -> torch.Tensor:
+        "Each text run alone, its padding dropped, on one thread per core."
+        # int8 activations get one scale per run, taken over every token of the batch: a query batched with other
+        # shoppers' queries got another vector (cosine ~0.99 to itself alone), so its answer depended on theirs
+        rows = [{name: part[r:r + 1, feed["attention_mask"][r] > 0] for name, part in feed.items()}
+                for r in range(len(feed["input_ids"]))]
+        run = lambda row: self.small_session.run(None, row)[0]
+        found = list(self._pool.map(run, rows)) if len(rows) > SMALL_BATCH else [run(row) for row in rows]
+        return torch.from_numpy(np.concatenate(found))
+
+    @cached_property
+    def _pool(self) -> ThreadPoolExecutor: return ThreadPoolExecutor(self.session.get_session_options().intra_op_num_threads)
 
     def _autocast(self): return contextlib.nullcontext()
 
