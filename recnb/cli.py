@@ -56,6 +56,20 @@ def data(
 
 
 @app.command()
+def fetch(
+    name: str = typer.Argument(..., help="a public dataset: amazon-beauty, amazon-scientific, homedepot (checked; Kaggle login), wands"),
+    to: Optional[Path] = typer.Option(None, help="the dataset's folder; its folder under the datasets_dir setting when omitted"),
+    mirror: Optional[str] = typer.Option(None, help="http(s):// or file:// base holding <folder>/<file> copies "
+                                                    "($RECNB_DATA_MIRROR when omitted); the upstream addresses otherwise"),
+):
+    "Download a public dataset into its folder, every file checked against its pinned sha256."
+    from recnb.fetch import FetchError, fetch as fetch_dataset
+    try: folder = fetch_dataset(name, to, mirror, progress=True)
+    except FetchError as e: fail(f"error: {e}")
+    typer.echo(f"{name}: every file in {folder} matches its pinned sha256; `recnb data {name}` summarises it")
+
+
+@app.command()
 def evaluate(
     name: str = typer.Argument("synthetic", help=DATASETS_HELP),
     path: Optional[Path] = typer.Option(None, help="dataset file or folder; under the datasets_dir setting when omitted"),
@@ -250,9 +264,11 @@ def new(
     shutil.copytree(PROJECT_TEMPLATE, directory, dirs_exist_ok=True,  # links in a checkout, files in a wheel: copied as files
                     ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
     for template in directory.rglob("*.tmpl"): template.rename(template.with_suffix(""))  # kept out of the package's modules
-    defaults = "\n".join(f"{f.name} = {f.default}" for f in fields(Settings))
+    inside = {"datasets_dir": "datasets"}   # the project's own folder, where `recnb fetch NAME` puts public datasets
+    defaults = "\n".join(f"{f.name} = {inside.get(f.name, f.default)}" for f in fields(Settings))
     (directory / SETTINGS_FILE).write_text(f"# recnb's project-wide defaults; each can be overridden by RECNB_<KEY>.\n"
-                                           f"# datasets_dir: where real datasets are looked up by name.\n[{SECTION}]\n{defaults}\n")
+                                           f"# datasets_dir: where real datasets are looked up by name (`recnb fetch NAME` fills it).\n"
+                                           f"[{SECTION}]\n{defaults}\n")
     typer.echo(f"new recnb project in {directory}:")
     for path in sorted(p for p in directory.rglob("*") if p.is_file()): typer.echo(f"  {path.relative_to(directory)}")
     typer.echo(f"next: cd {directory} && recnb run params/default.yaml   (or: recnb sweep params/sweep-default.yaml, "

@@ -38,6 +38,7 @@ def test_wheel_outside_the_checkout_scaffolds_runs_and_packages(tmp_path):
     assert "nbs/experiment.ipynb" in made.stdout
     for name in ("nbs/experiment.ipynb", "params/default.yaml", "params/sweep-default.yaml", "settings.ini", "bentos/service.py"):
         assert (project / name).is_file() and not (project / name).is_symlink(), name
+    assert "datasets_dir = datasets\n" in (project / "settings.ini").read_text()   # inside the project (`recnb fetch` fills it)
     env["JUPYTER_PATH"] = str(venv / "share" / "jupyter")
     run(venv / "bin" / "recnb", "run", "params/default.yaml", "--kernel", "recnb-wheel", *SMALL, cwd=project, env=env)
     assert (project / "runs" / "default" / "metrics.json").is_file()
