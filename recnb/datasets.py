@@ -5,6 +5,7 @@ and split shares, whether it is generated. The command line, parameter files and
 
 # %% ../nbs/05_datasets.ipynb #1f425fcc
 from __future__ import annotations
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -13,7 +14,8 @@ from .formats import load_homedepot, load_judged_table, load_s3rec, load_unisrec
 from .synthetic import synthetic
 
 # %% auto #0
-__all__ = ['REGISTRY', 'DATASET_NAMES', 'Dataset', 'dataset_path', 'dataset_problems', 'load_dataset']
+__all__ = ['REGISTRY', 'DATASET_NAMES', 'REQUIRE_DATA', 'Dataset', 'dataset_path', 'dataset_problems', 'missing_dataset',
+           'dataset_available', 'load_dataset']
 
 # %% ../nbs/05_datasets.ipynb #4496fa5f
 @dataclass(frozen=True)
@@ -60,9 +62,29 @@ def dataset_problems(
     "What is wrong with a dataset name and path before anything loads: an unknown name, a missing path, file or folder."
     if name not in REGISTRY: return [f"data.name: unknown dataset {name!r}; known: {', '.join(DATASET_NAMES)}"]
     if path is None and REGISTRY[name].needs_path: return [f"data.path: dataset {name!r} needs a path (a file or folder)"]
+    if path is None and (why := missing_dataset(name)): return [f"data.name: {why}"]
     where = dataset_path(name, path)
     if where is not None and not where.exists(): return [f"data.path: {where} does not exist (dataset {name!r})"]
     return []
+
+REQUIRE_DATA = "RECNB_REQUIRE_DATA"   # "1" (CI sets it): a missing real dataset fails examples and tests instead of skipping them
+
+def missing_dataset(
+    name: str,   # a name in `REGISTRY`
+) -> str | None:
+    "Why the real dataset `name` cannot be read from its folder (where it was looked for, how to get it); None when it is there."
+    where = dataset_path(name)
+    if where is None or where.exists(): return None
+    return f"real dataset {name!r} is missing at {where}: `recnb fetch {name}` gets it (or point RECNB_DATASETS_DIR at a folder that has it)"
+
+def dataset_available(
+    name: str,   # a name in `REGISTRY`
+) -> bool:
+    "For examples that read a real dataset: True when it is there; else says why and how to get it, or raises under RECNB_REQUIRE_DATA=1."
+    if (why := missing_dataset(name)) is None: return True
+    if os.environ.get(REQUIRE_DATA) == "1": raise FileNotFoundError(why)
+    print(f"skipped: {why}")
+    return False
 
 def load_dataset(
     name: str,                        # a name in `REGISTRY`: synthetic, synthetic-rec, homedepot, wands, amazon-scientific, ...

@@ -117,6 +117,18 @@ def _text_model(params: Params, data, run_dir: Path, zero_shot, clock: Stopwatch
                                             "pairs_per_second": round(result.pairs_per_second, 2),
                                             "resumed_from": result.resumed_from, "epochs_run": len(result.history)}
 
+def _task_problems(params: Params, name: str, search: bool, text: bool) -> list[str]:
+    "What the parameters ask that this dataset's task cannot do, all at once, before any training."
+    from recnb.evaluate import SEQUENCE_RANKERS
+    problems, sequence, chosen = [], params.sequence.epochs > 0, params.eval.model_ranker
+    if search and sequence:
+        problems.append(f"sequence.epochs: {name} is a search dataset and the sequence model learns from shoppers' histories; set it to 0")
+    if not (search or text or sequence):
+        problems.append(f"{name}: its items have no text, so only a sequence model can learn from it: set sequence.epochs above 0")
+    if chosen in SEQUENCE_RANKERS and (search or not sequence):
+        problems.append(f"eval.model_ranker {chosen!r} is a sequence-model ranker: it needs a recommendation dataset and sequence.epochs above 0")
+    return problems
+
 def run(
     params: Params,                # validated parameters
     run_dir: str | Path,           # where the run directory is written
@@ -145,8 +157,7 @@ def run(
                      else evaluate_recommendation(data, rankers, split, params.eval.metrics))
             metrics[split].update(found)
     text = data.catalog.has_text
-    if not (search or text or params.sequence.epochs):
-        raise ValueError(f"{data.name}: its items have no text, so only a sequence model can learn from it: set sequence.epochs above 0")
+    if problems := _task_problems(params, data.name, search, text): raise ValueError("; ".join(problems))
     with clock.stage("baselines"):
         zero_shot = Encoder(params.train.model) if text else None
         baselines = baseline_rankers(data, params.eval.baselines, zero_shot)

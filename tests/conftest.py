@@ -6,25 +6,19 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
-from recnb.config import load_settings
-
-DATASETS = Path(load_settings().datasets_dir)
-
 
 def dataset_dir(name: str) -> Path:
-    "A real dataset folder (the `datasets_dir` setting); the test skips when it is missing, or fails when RECNB_REQUIRE_DATA=1 (CI)."
-    path = DATASETS / name
-    if path.is_dir(): return path
-    message = (f"real dataset {name!r} is missing at {path}: put the datasets folder there (its README names each "
-               "dataset's source) or point RECNB_DATASETS_DIR at it")
-    if os.environ.get("RECNB_REQUIRE_DATA") == "1": pytest.fail(message)
-    pytest.skip(message)
+    "A real dataset's folder (`recnb.datasets` names); the test skips, saying how to get it, or fails under RECNB_REQUIRE_DATA=1 (CI)."
+    from recnb.datasets import REQUIRE_DATA, dataset_path, missing_dataset
+    if (why := missing_dataset(name)) is None: return dataset_path(name)
+    if os.environ.get(REQUIRE_DATA) == "1": pytest.fail(why)
+    pytest.skip(why)
 
 
 @pytest.fixture(scope="session")
 def homedepot():
     from recnb.datasets import load_dataset
-    return load_dataset("homedepot", dataset_dir("homedepot-search-relevance"))
+    return load_dataset("homedepot", dataset_dir("homedepot"))
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ def test_homedepot_counts(homedepot):
 
 
 def test_amazon_scientific_counts():
-    sci = load_dataset("amazon-scientific", dataset_dir("amazon-scientific-unisrec"))
+    sci = load_dataset("amazon-scientific", dataset_dir("amazon-scientific"))
     assert len(sci.sequences) == 8_442 and len(sci.catalog) == 4_385 and sci.n_interactions == 59_427
     assert all(sci.catalog.texts())
     split = sci.split()
@@ -30,7 +30,7 @@ def test_amazon_scientific_counts():
 
 
 def test_amazon_beauty_counts():
-    beauty = load_dataset("amazon-beauty", dataset_dir("amazon-s3rec"))
+    beauty = load_dataset("amazon-beauty", dataset_dir("amazon-beauty"))
     assert len(beauty.sequences) == 22_363 and len(beauty.catalog) == 12_101 and beauty.n_interactions == 198_502
     assert not beauty.catalog.has_text
     with pytest.raises(ValueError, match="no item text"): beauty.catalog.texts()
@@ -121,7 +121,7 @@ def test_missing_file(tmp_path):
 
 def _homedepot_copy(tmp_path: Path, edit) -> Path:
     "A small slice of the real Home Depot file with one edit applied."
-    raw = pd.read_csv(dataset_dir("homedepot-search-relevance") / "train.csv.gz", encoding="ISO-8859-1", nrows=50, dtype=str)
+    raw = pd.read_csv(dataset_dir("homedepot") / "train.csv.gz", encoding="ISO-8859-1", nrows=50, dtype=str)
     raw = edit(raw)
     raw.to_csv(tmp_path / "train.csv", index=False, encoding="ISO-8859-1")
     return tmp_path
@@ -143,12 +143,12 @@ def test_broken_homedepot(tmp_path, edit, column, problem):
 
 def test_homedepot_is_latin1(tmp_path):
     # the real file is not UTF-8; read as declared it loads, and a UTF-8 reading would name the byte
-    data = load_dataset("homedepot", dataset_dir("homedepot-search-relevance"))
+    data = load_dataset("homedepot", dataset_dir("homedepot"))
     assert any("\xe5" in t for t in data.catalog.texts())
 
 
 def _unisrec_copy(tmp_path: Path) -> Path:
-    src = dataset_dir("amazon-scientific-unisrec")
+    src = dataset_dir("amazon-scientific")
     for f in src.glob("Scientific.*"): shutil.copy(f, tmp_path / f.name)
     return tmp_path
 
@@ -180,7 +180,7 @@ def test_broken_unisrec(tmp_path):
 
 
 def test_broken_s3rec(tmp_path):
-    lines = (dataset_dir("amazon-s3rec") / "Beauty.txt").read_text().splitlines()[:20]
+    lines = (dataset_dir("amazon-beauty") / "Beauty.txt").read_text().splitlines()[:20]
     (tmp_path / "Beauty.txt").write_text("\n".join(lines + ["7 5 x 9"]) + "\n")
     with pytest.raises(DataError, match=r"Beauty.txt, column 'line'.*line 21"): load_s3rec(tmp_path)
     (tmp_path / "Beauty.txt").write_text("\n".join(lines + [lines[0]]) + "\n")
@@ -200,6 +200,7 @@ def test_broken_wands(tmp_path):
 
 def test_cli_data_summary_and_error(tmp_path):
     import subprocess, sys
+    dataset_dir("homedepot")
     out = subprocess.run([sys.executable, "-m", "recnb.cli", "data", "homedepot"], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["items"] == 54_667
     bad = subprocess.run([sys.executable, "-m", "recnb.cli", "data", "homedepot", "--path", str(tmp_path)], capture_output=True, text=True)
@@ -228,7 +229,7 @@ def test_cli_data_on_a_users_table(tmp_path):
 def test_a_public_table_without_ids_and_with_repeated_pairs_loads_from_the_command_line(tmp_path):
     "Home Depot's judgements as a user might export them: no product id, titles as the only item key, pairs judged twice."
     import subprocess, sys
-    raw = pd.read_csv(dataset_dir("homedepot-search-relevance") / "train.csv.gz", encoding="latin-1")
+    raw = pd.read_csv(dataset_dir("homedepot") / "train.csv.gz", encoding="latin-1")
     table = raw[["search_term", "product_title", "relevance"]].head(3000)
     table = pd.concat([table, table.head(5).assign(relevance=1.0)])  # the same (query, product) judged twice
     path = tmp_path / "judged.csv"; table.to_csv(path, index=False)

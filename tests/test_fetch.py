@@ -7,7 +7,7 @@ pytestmark = pytest.mark.integration   # starts a server
 
 
 def test_fetch_downloads_verified_files_and_refuses_a_tampered_mirror(tmp_path):
-    beauty, scientific = dataset_dir("amazon-s3rec"), dataset_dir("amazon-scientific-unisrec")
+    beauty, scientific = dataset_dir("amazon-beauty"), dataset_dir("amazon-scientific")
     mirror = tmp_path / "mirror"   # a copy, so that one file can be tampered with
     for folder in (beauty, scientific): shutil.copytree(folder, mirror / folder.name)
     port = free_port()

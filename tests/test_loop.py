@@ -33,7 +33,7 @@ def test_drift_retrains_gates_registers_and_promotes(packaged, tmp_path):
     from recnb.experiment import load_run_data
     shop = load_run_data(packaged["params"])
     queries = dict(zip(shop.queries["query_id"], shop.queries["query"]))
-    other_shop = load_dataset("homedepot", dataset_dir("homedepot-search-relevance")).queries_in("test")["query"].tolist()[:60]
+    other_shop = load_dataset("homedepot", dataset_dir("homedepot")).queries_in("test")["query"].tolist()[:60]
     experiment = tmp_path / "experiment.yaml"
     experiment.write_text(yaml.safe_dump({"name": "loop", "mode": "interleave", "salt": "salt-of-the-loop", "keep_queries": True, "auto_promote": True, "arms": [
         {"name": "champion", "model": packaged["tag"], "share": 0.5}, {"name": "challenger", "model": packaged["tag"], "share": 0.5}]}))

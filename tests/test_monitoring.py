@@ -98,7 +98,7 @@ def test_metrics_drift_and_the_drift_alert_in_a_real_prometheus(monitored, packa
     assert ratios and max(ratios.values()) < 1, ratios  # in-distribution: under every threshold
     time.sleep(3)
     assert drift_alerts(prometheus) == []
-    other_shop = load_dataset("homedepot", dataset_dir("homedepot-search-relevance")).queries_in("test")["query"].tolist()
+    other_shop = load_dataset("homedepot", dataset_dir("homedepot")).queries_in("test")["query"].tolist()
     search_all(service, other_shop[:WINDOW + 10])
     moved = wait_for(lambda: (r := prometheus_value(prometheus, "recnb_query_drift_ratio")) and max(r.values()) > 1 and r)
     assert moved and max(moved.values()) > 1, moved

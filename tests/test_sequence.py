@@ -8,7 +8,7 @@ from conftest import dataset_dir
 
 def test_one_epoch_on_beauty_learns_from_ids_and_attributes(tmp_path):
     "One short epoch reads every shopper and the attribute file, saves a model that reads back, and already beats popularity."
-    data = load_dataset("amazon-beauty", dataset_dir("amazon-s3rec"))
+    data = load_dataset("amazon-beauty", dataset_dir("amazon-beauty"))
     settings = SequenceParams(epochs=1, validate_every=1, dim=32, max_len=20, max_val_users=2000)
     sasrec = fit_sequence(data, tmp_path, settings)
     assert sasrec.info["train_sequences"] == len(data.sequences) == 22363
