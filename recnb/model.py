@@ -149,7 +149,7 @@ def fit(
     from recnb.config import load_settings
     from recnb.encoder import resolve_model
     from recnb.params import validate_train
-    t = validate_train({**(train or TrainParams()).model_dump(), **overrides})
+    t = validate_train({**(train or TrainParams()).model_dump(), **overrides}) if overrides else train or TrainParams()
     started = time.perf_counter()
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     signature = _fit_signature({**t.model_dump(exclude={"keep_checkpoints"}), "seed": seed}, data)  # what decides the weights
@@ -157,9 +157,7 @@ def fit(
     pl.seed_everything(seed, workers=True, verbose=False)
     path = resolve_model(t.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    datamodule = RetrievalDataModule(data, tokenizer, t.batch_size, t.max_length, t.min_positive_gain, t.max_positives_per_query,
-                                     t.negatives, t.n_negatives, history_items=t.history_items, seed=seed,
-                                     max_val_queries=t.max_val_queries, length_buckets=t.length_buckets)
+    datamodule = RetrievalDataModule(data, tokenizer, t, seed=seed)
     n_pairs = len(datamodule.train_set)
     if n_pairs == 0: raise ValueError("no training examples: check min_positive_gain and the train split")
     cuda = torch.cuda.is_available() and t.accelerator in ("auto", "gpu", "cuda")
@@ -201,8 +199,7 @@ def fit(
     total = steps_per_epoch * t.epochs if t.max_steps < 0 else min(t.max_steps, steps_per_epoch * t.epochs)
     if 0 < t.max_steps < steps_per_epoch:  # a short run is one short epoch, so it still ends with a validation
         trainer.limit_train_batches, trainer.fit_loop.max_epochs = t.max_steps, 1
-    module = RetrievalModule(path, t.lr, t.weight_decay, t.warmup_ratio, t.temperature, t.learn_temperature, t.symmetric,
-                             t.shared_towers, total_steps=total)
+    module = RetrievalModule(t, total_steps=total)
     if logger:
         logger.log_hyperparams({**t.model_dump(), "precision": precision, "seed": seed, "train_pairs": n_pairs,
                                 "dataset": data.name, **(config or {})})

@@ -15,10 +15,11 @@ from torch.utils.data import DataLoader, Dataset
 from fastcore.basics import patch
 from .data import RecData, SearchData, history_text
 from .encoder import TokenTable
+from .params import TrainParams
 from .towers import encode_with, length_buckets_for
 
 # %% auto #0
-__all__ = ['NEGATIVES', 'Examples', 'search_examples', 'rec_examples', 'candidate_mask', 'RetrievalDataModule']
+__all__ = ['Examples', 'search_examples', 'rec_examples', 'candidate_mask', 'RetrievalDataModule']
 
 # %% ../nbs/14_pairs.ipynb #ae165464
 @dataclass
@@ -87,41 +88,32 @@ def candidate_mask(
     return (candidates[None, :] == positives[:, None]) | (judged[:, :, None] == candidates[None, None, :]).any(1)
 
 # %% ../nbs/14_pairs.ipynb #c89cb96b
-NEGATIVES = ("none", "bm25", "model", "judged")   # how hard negatives are found (`TrainParams.negatives`)
-
 class RetrievalDataModule(pl.LightningDataModule):
     "Training and validation examples from a search or recommendation dataset, tokenised once, batched by array operations."
     def __init__(
         self,
         data: SearchData | RecData,
         tokenizer,
-        batch_size: int = 32,
-        max_length: int = 64,           # tokens per query or item text
-        min_positive_gain: float = 1.0, # search: which judged gains count as positives
-        max_positives_per_query: int | None = None,  # search: cap positives per query (None: all)
-        negatives: str = "none",        # hard negatives: none, bm25, model, or judged (gain-0 judgements first, then BM25's)
-        n_negatives: int = 1,           # hard negatives per example
-        mine_depth: int = 30,           # candidates mined per query
-        history_items: int = 3,         # recommendation: items in the query text
+        train: TrainParams | None = None,   # batches, texts, positives and hard negatives; `TrainParams()` when omitted
         seed: int = 0,
-        max_val_queries: int | None = None,  # cap validation queries (speed)
-        length_buckets: int | None = None,   # groups of similar length per side of a batch; None: by device (`length_buckets_for`)
+        mine_depth: int = 30,               # candidates mined per query
     ):
         super().__init__()
-        if negatives not in NEGATIVES: raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, not {negatives!r}")
+        t = train or TrainParams()
+        negatives, n_negatives, history_items = t.negatives, t.n_negatives, t.history_items
         self.data, self.tokenizer = data, tokenizer
-        self.batch_size, self.max_length, self.seed = batch_size, max_length, seed
+        self.batch_size, self.max_length, self.seed = t.batch_size, t.max_length, seed
         self.negatives, self.n_negatives, self.mine_depth = negatives, n_negatives, mine_depth
         self.item_texts = data.catalog.texts()
         search = isinstance(data, SearchData)
-        self.train_examples = (search_examples(data, "train", min_positive_gain, max_positives_per_query, seed) if search
+        self.train_examples = (search_examples(data, "train", t.min_positive_gain, t.max_positives_per_query, seed) if search
                                else rec_examples(data, "train", history_items))
         self.val_examples = search_examples(data, "valid", 0.0) if search else rec_examples(data, "valid", history_items)
         self.hard = None
         if negatives == "bm25" and n_negatives: self.hard = self._mine_bm25()
         if negatives == "judged" and n_negatives: self.hard = self._judged_negatives()
         self.train_set = _PairDataset(self.train_examples, self.hard, n_negatives if negatives != "none" else 0, seed)
-        self.max_val_queries, self.length_buckets, self.history_items = max_val_queries, length_buckets, history_items
+        self.max_val_queries, self.length_buckets, self.history_items = t.max_val_queries, t.length_buckets, history_items
         self.tokens = None  # item, train-query and validation-query `TokenTable`s, made once by `setup`
 
     def _unique_queries(self, examples: Examples) -> dict[str, tuple[str, frozenset]]:

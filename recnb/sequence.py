@@ -108,11 +108,10 @@ def _trimmed(rows: torch.Tensor) -> torch.Tensor:
 
 class SequenceModule(pl.LightningModule):
     "SASRec trained on next-item prediction with a full softmax; validated by whole-catalog NDCG@10."
-    def __init__(self, n_items: int, settings: dict, attribute_rows: torch.Tensor | None = None):
+    def __init__(self, n_items: int, settings: SequenceParams, attribute_rows: torch.Tensor | None = None):
         super().__init__()
-        self.save_hyperparameters(ignore=["attribute_rows"])
-        s = SequenceParams(**settings)
-        self.lr, self.weight_decay = s.lr, s.weight_decay
+        self.save_hyperparameters({"n_items": n_items, "settings": settings.model_dump()})
+        self.settings = s = settings   # validated once, where the parameter file was read
         self.net = SASRec(n_items, s.dim, s.max_len, s.layers, s.heads, s.dropout, attribute_rows)
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []  # each validation batch's top 10 and targets
 
@@ -137,7 +136,7 @@ class SequenceModule(pl.LightningModule):
         self.log("val_ndcg@10", found["ndcg@10"], prog_bar=True); self._val.clear()
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.AdamW(self.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay)
 
 # %% ../nbs/15a_sequence.ipynb #6fad414d
 MODEL_FILE, CONFIG_FILE = "model.safetensors", "sequence.json"
@@ -189,7 +188,7 @@ def fit_sequence(
         trainer = pl.Trainer(max_epochs=s.epochs, check_val_every_n_epoch=s.validate_every, callbacks=[best, stop, *callbacks],
                              logger=False, enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
                              deterministic=not torch.cuda.is_available(), default_root_dir=str(tmp))
-        module = SequenceModule(len(ids), s.model_dump(), attribute_rows(data.catalog, row) if s.attributes else None)
+        module = SequenceModule(len(ids), s, attribute_rows(data.catalog, row) if s.attributes else None)
         trainer.fit(module, train, valid)
         if best.best_model_path:
             module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"])

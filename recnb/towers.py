@@ -15,6 +15,7 @@ from fastcore.basics import patch
 from transformers import get_linear_schedule_with_warmup
 from .config import atomic_path
 from .encoder import Encoder, TokenTable, load_pretrained, pooled_unit_vectors
+from .params import TrainParams
 
 # %% auto #0
 __all__ = ['info_nce', 'length_buckets_for', 'bucketed_unit_vectors', 'BulkDropout', 'with_bulk_dropout', 'RetrievalModule',
@@ -89,27 +90,22 @@ class RetrievalModule(pl.LightningModule):
     "Two towers and the InfoNCE loss, trained with AdamW, warmup and linear decay."
     def __init__(
         self,
-        model: str | None = None,       # Hugging Face id or directory; the default model when omitted
-        lr: float = 5e-5,
-        weight_decay: float = 0.01,
-        warmup_ratio: float = 0.1,      # share of the steps spent warming up
-        temperature: float = 0.05,      # initial τ
-        learn_temperature: bool = False,
-        symmetric: bool = False,        # add the item→query loss
-        shared_towers: bool = True,     # one encoder for queries and items
-        total_steps: int = 1000,        # for the schedule; set by `fit`
+        train: TrainParams | None = None,   # the model, the towers and the optimizer's settings; `TrainParams()` when omitted
+        total_steps: int = 1000,            # for the schedule; set by `fit`
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.settings = train or TrainParams()   # validated once, where the parameter file was read
+        self.save_hyperparameters({"train": self.settings.model_dump(), "total_steps": total_steps})
         from recnb.encoder import resolve_model
-        path = resolve_model(model)
+        path = resolve_model(self.settings.model)
         load_tower = lambda: with_bulk_dropout(load_pretrained(path)[1])
         self.query_tower = load_tower()
-        self.item_tower = self.query_tower if shared_towers else load_tower()
+        self.item_tower = self.query_tower if self.settings.shared_towers else load_tower()
         self.query_tower.train(); self.item_tower.train()  # from_pretrained returns eval mode; training uses dropout
         for tower in (self.query_tower, self.item_tower):  # the towers mean-pool, so a BERT pooler never reaches the loss
             if getattr(tower, "pooler", None) is not None: tower.pooler.requires_grad_(False)  # and DDP must not wait for it
-        self.log_temperature = torch.nn.Parameter(torch.tensor(math.log(temperature)), requires_grad=learn_temperature)
+        self.log_temperature = torch.nn.Parameter(torch.tensor(math.log(self.settings.temperature)),
+                                                 requires_grad=self.settings.learn_temperature)
 
     @property
     def temperature(self) -> torch.Tensor: return self.log_temperature.clamp(math.log(0.01), math.log(1.0)).exp()
@@ -118,7 +114,7 @@ class RetrievalModule(pl.LightningModule):
         if self.item_tower is self.query_tower: q, c = bucketed_unit_vectors(self.query_tower, batch["queries"], batch["items"])
         else: (q,), (c,) = (bucketed_unit_vectors(self.query_tower, batch["queries"]),
                             bucketed_unit_vectors(self.item_tower, batch["items"]))
-        loss = info_nce(q, c, batch["mask"], self.temperature, self.hparams.symmetric)
+        loss = info_nce(q, c, batch["mask"], self.temperature, self.settings.symmetric)
         self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=q.shape[0], sync_dist=True)
         return loss
 
@@ -135,9 +131,10 @@ class RetrievalModule(pl.LightningModule):
         trainer = self._trainer  # None when called outside a fit: fp32, no clipping
         fused = fused_adamw(self.device, trainer.precision if trainer else "32-true",
                             trainer.gradient_clip_val if trainer else None)
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams.weight_decay},
-                                       {"params": rest, "weight_decay": 0.0}], lr=self.hparams.lr, fused=fused)
-        warmup = int(self.hparams.warmup_ratio * self.hparams.total_steps)
+        s = self.settings
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
+                                       {"params": rest, "weight_decay": 0.0}], lr=s.lr, fused=fused)
+        warmup = int(s.warmup_ratio * self.hparams.total_steps)
         schedule = get_linear_schedule_with_warmup(optimizer, warmup, self.hparams.total_steps)
         return [optimizer], [{"scheduler": schedule, "interval": "step"}]
 
