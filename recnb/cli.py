@@ -87,7 +87,8 @@ def evaluate(
     from recnb.data import RecData, sample_search_data, summarize
     from recnb.datasets import load_dataset
     from recnb.tables import DataError
-    from recnb.evaluate import REC_RANKERS, SEARCH_RANKERS, evaluate_recommendation, evaluate_search, rec_rankers, search_rankers
+    from recnb.evaluate import evaluate_recommendation, evaluate_search, rec_rankers, search_rankers
+    from recnb.names import REC_RANKERS, SEARCH_RANKERS
     from recnb.metrics import metric_table
     try:
         kw = _table_kw(name, query_col, item_id_col, text_cols, grade_col, gains, gain_offset, duplicates)

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 import yaml
 from .compress import ENCODER_CHOICES, MAX_NDCG_LOSS
-from .evaluate import SEQUENCE_RANKERS
+from .names import SEQUENCE_RANKERS
 from .config import check_safetensors, read_json, write_json
 from .verify import PACKAGE_FILE, file_digests, verify_package
 

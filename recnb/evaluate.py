@@ -9,21 +9,16 @@ from typing import Mapping, Sequence
 import pandas as pd
 from .baselines import BM25Ranker, CooccurrenceRanker, DenseRanker, HybridRanker, PopularityRanker
 from .data import Catalog, RecData, SearchData, task_of
-from .metrics import evaluate, metric_table, parse_metric
+from .metrics import evaluate, metric_table
+from .names import REC_RANKERS, SEARCH_RANKERS, STANDARD_BASELINES, parse_metric
 
 # %% auto #0
-__all__ = ['SEARCH_METRICS', 'REC_METRICS', 'SEARCH_RANKERS', 'REC_RANKERS', 'SEQUENCE_RANKERS', 'MODEL_RANKERS',
-           'STANDARD_BASELINES', 'search_rankers', 'rec_rankers', 'baseline_rankers', 'evaluate_search',
+__all__ = ['SEARCH_METRICS', 'REC_METRICS', 'search_rankers', 'rec_rankers', 'baseline_rankers', 'evaluate_search',
            'evaluate_recommendation', 'model_rankers']
 
 # %% ../nbs/11_evaluate.ipynb #f7ade752
 SEARCH_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 REC_METRICS = ("ndcg@10", "hit_rate@10", "recall@20", "mrr@10")
-SEARCH_RANKERS = ("bm25", "zero-shot", "hybrid-rrf", "hybrid-blend")
-REC_RANKERS = ("popularity", "co-occurrence", "zero-shot")
-SEQUENCE_RANKERS = ("sasrec", "sasrec+co-occurrence", "fine-tuned+sasrec+co-occurrence")  # built by `recnb.sequence.sequence_rankers`
-MODEL_RANKERS = ("fine-tuned", "fine-tuned+bm25", "fine-tuned-items", "fine-tuned+co-occurrence") + SEQUENCE_RANKERS  # never baselines
-STANDARD_BASELINES = {"search": ("bm25", "zero-shot", "hybrid-rrf"), "recommendation": REC_RANKERS}  # when none are named
 
 def _encoder(encoder):
     if encoder is not None: return encoder

@@ -78,7 +78,8 @@ def champion_ranker(
 ):
     "The champion's own ranker (its encoder, ranker, fusion, history length) over this run's catalog (scored as `champion`)."
     from recnb.data import task_of
-    from recnb.evaluate import SEQUENCE_RANKERS, model_rankers
+    from recnb.evaluate import model_rankers
+    from recnb.names import SEQUENCE_RANKERS
     from recnb.onnx_encoder import load_encoder
     from recnb.params import load_params
     from recnb.scorer import ItemIndex
@@ -119,7 +120,7 @@ def _text_model(params: Params, data, run_dir: Path, zero_shot, clock: Stopwatch
 
 def _task_problems(params: Params, name: str, search: bool, text: bool) -> list[str]:
     "What the parameters ask that this dataset's task cannot do, all at once, before any training."
-    from recnb.evaluate import SEQUENCE_RANKERS
+    from recnb.names import SEQUENCE_RANKERS
     problems, sequence, chosen = [], params.sequence.epochs > 0, params.eval.model_ranker
     if search and sequence:
         problems.append(f"sequence.epochs: {name} is a search dataset and the sequence model learns from shoppers' histories; set it to 0")

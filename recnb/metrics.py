@@ -4,15 +4,15 @@
 
 # %% ../nbs/06_metrics.ipynb #b0a90e9c
 from __future__ import annotations
-import math, re
+import math
 from collections.abc import Mapping
 from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
+from .names import parse_metric
 
 # %% auto #0
-__all__ = ['GAINS', 'METRICS', 'ndcg_at_k', 'recall_at_k', 'mrr_at_k', 'hit_rate_at_k', 'average_precision_at_k', 'parse_metric',
-           'evaluate', 'metric_table']
+__all__ = ['GAINS', 'ndcg_at_k', 'recall_at_k', 'mrr_at_k', 'hit_rate_at_k', 'average_precision_at_k', 'evaluate', 'metric_table']
 
 # %% ../nbs/06_metrics.ipynb #da6da589
 GAINS = ("linear", "exponential")
@@ -143,16 +143,6 @@ def average_precision_at_k(
     return _one_query("map", ranked, relevant, k, min_gain)
 
 # %% ../nbs/06_metrics.ipynb #1ac33ea4
-METRICS = {"ndcg": "ndcg", "recall": "recall", "mrr": "mrr", "hit_rate": "hit_rate", "hit": "hit_rate", "map": "map"}
-
-def parse_metric(name: str) -> tuple[str, int]:
-    "`'ndcg@10'` -> `('ndcg', 10)`, or a `ValueError` that lists the known metrics."
-    match = re.fullmatch(r"\s*([a-z_]+)@(\d+)\s*", str(name))
-    if not match or match[1] not in METRICS or int(match[2]) < 1:
-        raise ValueError(f"unknown metric {name!r}; known metrics are ndcg@k, recall@k, mrr@k, hit_rate@k (or hit@k) "
-                         "and map@k, with k a positive integer, e.g. 'ndcg@10'")
-    return METRICS[match[1]], int(match[2])
-
 def evaluate(
     run: Mapping[str, Sequence[str]],             # `{query_id: item ids best first}`
     qrels: Mapping[str, Mapping[str, float]],     # `{query_id: {item_id: gain}}`

@@ -8,9 +8,9 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from .datasets import dataset_problems
-from .evaluate import MODEL_RANKERS, REC_RANKERS, SEARCH_RANKERS
+from .names import MODEL_RANKERS, REC_RANKERS, SEARCH_RANKERS, metric_name
 
 # %% auto #0
 __all__ = ['Metric', 'Baseline', 'StrictModel', 'FeedbackData', 'DataParams', 'TrainParams', 'EvalParams', 'ResourceParams',
@@ -76,7 +76,7 @@ class TrainParams(StrictModel):
     checkpoint_every_n_steps: int = Field(50, ge=1)
     keep_checkpoints: bool = False               # keep checkpoints/ once model/ is saved
 
-Metric = Annotated[str, StringConstraints(pattern=r"^(ndcg|recall|mrr|hit_rate|hit|map)@[1-9]\d*$")]
+Metric = Annotated[str, AfterValidator(metric_name)]
 Baseline = Literal[SEARCH_RANKERS + REC_RANKERS]
 
 class EvalParams(StrictModel):
@@ -87,7 +87,7 @@ class EvalParams(StrictModel):
     fuse_with_bm25: bool = True                  # search: also score the fine-tuned model fused with BM25
     fuse_with_cooccurrence: bool = True          # recommendation: also score it fused with item co-occurrence
     fusion: Literal["blend", "rrf"] = "blend"    # how: equal-weight min–max score blend (beat RRF on Home Depot, bench/RESULTS.md) or reciprocal rank
-    model_ranker: Literal[MODEL_RANKERS + ("best",)] = "best"  # the run's model (`recnb.evaluate.model_rankers`); best = the best on validation
+    model_ranker: Literal[MODEL_RANKERS + ("best",)] = "best"  # the run's model (`recnb.names.MODEL_RANKERS`); best = the best on validation
     champion: Optional[str] = None               # the serving champion (a run directory or a package folder): re-evaluated on this run's splits as ranker `champion`
 
 class ResourceParams(StrictModel):

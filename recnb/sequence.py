@@ -11,7 +11,7 @@ import torch
 import pytorch_lightning as pl
 from safetensors.torch import load_file, save_file
 from .baselines import HybridRanker, Ranking
-from .evaluate import SEQUENCE_RANKERS
+from .names import SEQUENCE_RANKERS
 from .config import atomic_path, check_safetensors, read_json, write_json
 from .data import RecData
 from .metrics import evaluate

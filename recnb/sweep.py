@@ -11,7 +11,7 @@ from typing import Optional
 import pandas as pd
 from pydantic import Field
 from .config import atomic_path, write_json, write_yaml
-from .evaluate import MODEL_RANKERS
+from .names import MODEL_RANKERS
 from .params import ParamsError, StrictModel, read_yaml, set_dotted, validate_params
 
 # %% auto #0
