@@ -83,11 +83,12 @@ def fetch(
     if entry.by_hand:
         missing = [f.name for f in entry.expected if not (folder / f.name).is_file()]
         if missing or not entry.expected: raise FetchError(f"{name}: {entry.by_hand.format(folder=folder)}")
-    folder.mkdir(parents=True, exist_ok=True)
-    for f in entry.files + entry.expected:
-        if not f.url and (got := pooch.file_hash(str(folder / f.name))) != f.sha256:
+    try: folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise FetchError(f"{name}: cannot make the folder {folder} ({e}); choose another with --to") from None
+    for f in entry.expected:   # placed by hand: checked, never downloaded
+        if (got := pooch.file_hash(str(folder / f.name))) != f.sha256:
             raise FetchError(f"{folder / f.name}: sha256 {got}, not the pinned {f.sha256}; obtain the file again")
-        if not f.url: continue
+    for f in entry.files:
         url = _mirrored(f.url, mirror, REGISTRY[name].folder, f.name)
         try:
             pooch.retrieve(url, f"sha256:{f.sha256}", fname=f.name, path=folder, downloader=_copy_file_url if
