@@ -1,6 +1,6 @@
 """Champion and challenger on Home Depot (issue 25): A/A false positives, detection of the fine-tuned + BM25 model
 against BM25, and the shoppers a split and interleaving need to reach significance, with recnb's own click simulator
-(`recnb.clicks`) and statistics (`recnb.ab_report`).
+(`recnb.ab.clicks`) and statistics (`recnb.ab.ab_report`).
 
 Run from the repository root (2 shared CPU cores: 44 minutes the first time, almost all of it the fine-tuning run;
 the run and the rankings are cached under bench/out/, so a rerun only simulates, about 2 minutes):
@@ -9,7 +9,7 @@ the run and the rankings are cached under bench/out/, so a rerun only simulates,
     python bench/bench_ab_homedepot.py --aa-runs 200 --aa-shoppers 500 --reps 10 --largest 25600 --workers 2
 
 Steps:
-1. train: `recnb.experiment.run` on params/homedepot.yaml with `train.max_steps` (default 60) and
+1. train: `recnb.run.experiment.run` on params/homedepot.yaml with `train.max_steps` (default 60) and
    `train.max_val_queries` (default 100), baselines BM25 only, tracker disabled, the full 54,667-item catalog; the run
    directory is bench/out/ab_homedepot_run (skipped when its metrics.json was written by the same parameters).
 2. rankings: the Home Depot test queries that have a judged item with gain > 0 (the seeded query split of the run),
@@ -18,7 +18,7 @@ Steps:
 3. A/A: BM25 in both arms, `--aa-runs` split experiments (own salt and click seed each) of `--aa-shoppers` shoppers ×
    3 queries: the share with fixed-horizon p < 0.05 (click-through over shoppers), the share whose always-valid mSPRT p
    (`report(...)["sequential"]`, read at 20 points) < 0.05, and the same ranker interleaved with itself (binomial test).
-4. detection and shoppers needed: nbs/24_ab_report.ipynb's `shoppers_needed` on Home Depot: from 25 shoppers, doubling,
+4. detection and shoppers needed: nbs/ab/24_ab_report.ipynb's `shoppers_needed` on Home Depot: from 25 shoppers, doubling,
    10 experiments per size; the first size where at least 8 of 10 have p < 0.05 (split: `compare(..., "ctr")`,
    interleave: `interleaving(...)`), and the ratio split / interleave.
 Writes bench/out/ab_homedepot.json and prints a table.
@@ -47,7 +47,7 @@ def train_params(steps: int, val_queries: int):
 def train(run_dir: Path, steps: int, val_queries: int) -> dict:
     "The short fine-tuning run, or the finished one with the same parameters."
     import yaml
-    from recnb.experiment import run
+    from recnb.run.experiment import run
     params = train_params(steps, val_queries)
     done = run_dir / "metrics.json"
     if done.is_file() and yaml.safe_load((run_dir / "params.yaml").read_text()) == params.model_dump(mode="json"):
@@ -61,13 +61,13 @@ def rankings(run_dir: Path, cache: Path, fingerprint: str) -> dict:
     if cache.is_file():
         cached = json.loads(cache.read_text())
         if cached["fingerprint"] == fingerprint and cached["run_dir"] == str(run_dir): return cached
-    from recnb.baselines import BM25Ranker
-    from recnb.datasets import load_dataset
-    from recnb.encoder import Encoder
-    from recnb.evaluate import model_rankers
-    from recnb.metrics import evaluate
+    from recnb.rank.baselines import BM25Ranker
+    from recnb.data.datasets import load_dataset
+    from recnb.index.encoder import Encoder
+    from recnb.rank.evaluate import model_rankers
+    from recnb.rank.metrics import evaluate
     from recnb.params import Params
-    from recnb.scorer import ItemIndex
+    from recnb.index.scorer import ItemIndex
     import yaml
     params = Params.model_validate(yaml.safe_load((run_dir / "params.yaml").read_text()))
     data = load_dataset("homedepot", DATA, seed=params.seed, fractions=params.data.fractions)
@@ -92,16 +92,16 @@ def rankings(run_dir: Path, cache: Path, fingerprint: str) -> dict:
 
 
 def experiment(mode: str = "split", salt: str = "sim", min_effect: float = 0.03):
-    "Two arms at 50/50, as in nbs/24_ab_report.ipynb (min_effect is the mSPRT's τ)."
-    from recnb.arms import Arm, Experiment
+    "Two arms at 50/50, as in nbs/ab/24_ab_report.ipynb (min_effect is the mSPRT's τ)."
+    from recnb.ab.arms import Arm, Experiment
     return Experiment(name="homedepot", mode=mode, salt=f"{salt}-salt-of-the-shop", min_effect=min_effect,
                       arms=[Arm(name="champion", model="recnb:bm25", share=0.5), Arm(name="challenger", model="recnb:fine-tuned-bm25", share=0.5)])
 
 
 def aa(answers: dict, qrels: dict, runs: int, shoppers: int, queries: int, min_effect: float) -> dict:
     "False-positive rates of the same ranker in both arms: split (fixed horizon, mSPRT) and interleaved with itself."
-    from recnb.ab_report import answers_of, compare, interleaving, report
-    from recnb.clicks import simulate_log
+    from recnb.ab.ab_report import answers_of, compare, interleaving, report
+    from recnb.ab.clicks import simulate_log
     same = {"champion": answers["champion"], "challenger": answers["champion"]}
     fixed, sequential, mixed, ctrs, p_fixed = [], [], [], [], []
     for i in range(runs):
@@ -125,9 +125,9 @@ def aa(answers: dict, qrels: dict, runs: int, shoppers: int, queries: int, min_e
 
 
 def power(answers: dict, qrels: dict, mode: str, reps: int, largest: int, queries: int, min_effect: float) -> dict:
-    "nbs/24_ab_report.ipynb's shoppers_needed on Home Depot, keeping every size's results."
-    from recnb.ab_report import answers_of, compare, interleaving
-    from recnb.clicks import simulate_log
+    "nbs/ab/24_ab_report.ipynb's shoppers_needed on Home Depot, keeping every size's results."
+    from recnb.ab.ab_report import answers_of, compare, interleaving
+    from recnb.ab.clicks import simulate_log
     units, levels, needed = 25, [], None
     while units <= largest:
         start, significant, effects, ps = time.perf_counter(), 0, [], []
@@ -151,8 +151,8 @@ def power(answers: dict, qrels: dict, mode: str, reps: int, largest: int, querie
 
 def verdicts(answers: dict, qrels: dict, needed: dict, queries: int, min_effect: float) -> dict:
     "One full `report` per mode at the number of shoppers it needed (rep 0's salt and seed): what the report says."
-    from recnb.ab_report import report
-    from recnb.clicks import simulate_log
+    from recnb.ab.ab_report import report
+    from recnb.ab.clicks import simulate_log
     out = {}
     for mode, units in needed.items():
         if units is None: continue
@@ -235,7 +235,7 @@ def main(argv=None):
                                              "valid": {r: m["valid"].get(r) for r in ("bm25", "fine-tuned", "fine-tuned+bm25")},
                                              "model": m.get("model")},
               "rankings": {k: ranked[k] for k in ("items", "queries", "fusion", "ndcg@10")},
-              "click_model": __import__("dataclasses").asdict(__import__("recnb.clicks", fromlist=["ClickModel"]).ClickModel()),
+              "click_model": __import__("dataclasses").asdict(__import__("recnb.ab.clicks", fromlist=["ClickModel"]).ClickModel()),
               "aa": null, "power": curves, "shoppers_needed": needed, "ratio_split_over_interleave": ratio,
               "reports_at_needed": reports, "seconds": seconds}
     Path(args.json).write_text(json.dumps(result, indent=1, default=float))

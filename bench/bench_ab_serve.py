@@ -28,8 +28,8 @@ def main():
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     import bentoml
-    from recnb.deploy import package
-    from recnb.experiment import load_run_data
+    from recnb.serve.deploy import package
+    from recnb.run.experiment import load_run_data
     from recnb.params import load_params
     champion = bentoml.models.get(args.model)
     info = json.loads((Path(champion.path) / "package.json").read_text())

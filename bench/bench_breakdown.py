@@ -27,10 +27,10 @@ def median_ms(fn, items) -> float:
 def stages(path: Path, queries: list[str]) -> dict:
     "Median ms of each stage of `rank_queries` and the answer around it, for one query at a time."
     from safetensors.torch import load_file
-    from recnb.baselines import Ranking, fuse, ranking_of
-    from recnb.encoder import TokenTable
-    from recnb.monitoring import ServiceMonitor
-    from recnb.serving import MAX_K, Answer, PackagedModel
+    from recnb.rank.baselines import Ranking, fuse, ranking_of
+    from recnb.index.encoder import TokenTable
+    from recnb.serve.monitoring import ServiceMonitor
+    from recnb.serve.serving import MAX_K, Answer, PackagedModel
     model = PackagedModel(path, device="cpu")
     encoder, hybrid = model.encoder, model.hybrid
     depth = max(hybrid.depth, MAX_K) if hybrid else MAX_K
@@ -83,7 +83,7 @@ def main():
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     import bentoml
-    from recnb.experiment import load_run_data
+    from recnb.run.experiment import load_run_data
     from recnb.params import load_params
     stored = bentoml.models.get(args.model)
     info = json.loads((Path(stored.path) / "package.json").read_text())

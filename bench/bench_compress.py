@@ -3,7 +3,7 @@
 python bench/bench_compress.py RUN_DIR [--json out.json]
 For each variant: texts/s encoding one query per call (the package's test queries) and 64 per call (catalog titles),
 size on disk, and NDCG@10 over the whole catalog (re-encoded by that variant) on validation and test, for the dense
-ranker alone and for the run's served ranker, all through `recnb.compress.compress_encoder`, as `recnb package` does.
+ranker alone and for the run's served ranker, all through `recnb.serve.compress.compress_encoder`, as `recnb package` does.
 """
 from __future__ import annotations
 import argparse, json, sys, tempfile, time
@@ -30,11 +30,11 @@ def main():
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     import os, torch
-    from recnb.compress import compress_encoder
-    from recnb.encoder import Encoder
-    from recnb.experiment import load_run_data
+    from recnb.serve.compress import compress_encoder
+    from recnb.index.encoder import Encoder
+    from recnb.run.experiment import load_run_data
     from recnb.params import load_params
-    from recnb.scorer import ItemIndex
+    from recnb.index.scorer import ItemIndex
     params = load_params(args.run_dir / "params.yaml")
     ranker = json.loads((args.run_dir / "metrics.json").read_text())["model"]
     data = load_run_data(params)
@@ -44,7 +44,7 @@ def main():
     titles = list(np.random.default_rng(0).choice(data.catalog.texts(), 64 * 20, replace=False))
     bm25 = None
     if ranker == "fine-tuned+bm25":
-        from recnb.baselines import BM25Ranker
+        from recnb.rank.baselines import BM25Ranker
         bm25 = BM25Ranker(data.catalog)
     torch_mb = sum(f.stat().st_size for f in (args.run_dir / "model").glob("*.safetensors")) / 1e6
     out = {"machine": f"{cpu_name()}, {os.cpu_count()} cores", "run": str(args.run_dir), "ranker": ranker, "items": len(index),

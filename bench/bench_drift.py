@@ -1,7 +1,7 @@
 """Query drift on a packaged model: false alarms on held-out in-distribution queries, detections on another shop's.
 
 python bench/bench_drift.py --model recnb:TAG --other wands [--window 100] [--step 10] [--json out.json]
-The reference and thresholds are exactly the service's (recnb.monitoring.DriftReference over the package's
+The reference and thresholds are exactly the service's (recnb.serve.monitoring.DriftReference over the package's
 validation queries). Every window of `window` consecutive test queries of the package's own dataset (never in the
 reference) counts as normal traffic; every window of the other dataset's queries as drifted traffic. Also times one
 DriftMonitor.observe per query (the service's per-batch cost).
@@ -22,18 +22,18 @@ def main():
     args = p.parse_args()
     import bentoml
     from safetensors.torch import load_file
-    from recnb.datasets import load_dataset
-    from recnb.experiment import load_run_data
+    from recnb.data.datasets import load_dataset
+    from recnb.run.experiment import load_run_data
     from recnb.params import load_params
-    from recnb.monitoring import DriftMonitor, DriftReference
-    from recnb.serving import PackagedModel
+    from recnb.serve.monitoring import DriftMonitor, DriftReference
+    from recnb.serve.serving import PackagedModel
     stored = bentoml.models.get(args.model)
     served = PackagedModel(stored.path, device="cpu")
     reference = load_file(str(Path(stored.path) / "reference.safetensors"))
     drift = DriftReference(reference["query_vectors"], reference["top_scores"], window=args.window)
     own = load_run_data(load_params(Path(served.info["run_dir"]) / "params.yaml")).queries_in("test")["query"].tolist()
     if Path(args.other).is_file():
-        from recnb.tables import read_table
+        from recnb.data.tables import read_table
         other = read_table(Path(args.other), sep="\t" if Path(args.other).read_text().split("\n", 1)[0].count("\t") else None)["query"].astype(str).tolist()
     else: other = load_dataset(args.other).queries_in("test")["query"].tolist()
     out = {"model": str(stored.tag), "dataset": served.info["dataset"], "other": args.other, "window": args.window,

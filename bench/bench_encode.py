@@ -10,8 +10,8 @@ import argparse, os, random, statistics, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
-from recnb.datasets import load_dataset
-from recnb.encoder import Encoder, resolve_model
+from recnb.data.datasets import load_dataset
+from recnb.index.encoder import Encoder, resolve_model
 from machine import cpu_name
 
 

@@ -1,9 +1,9 @@
-"""The closed loop on the synthetic shop's drift scenario (recnb.scenario): what a retrain on the shop's clicks adds.
+"""The closed loop on the synthetic shop's drift scenario (recnb.loop.scenario): what a retrain on the shop's clicks adds.
 
 python bench/bench_loop.py [--units 400] [--json out.json]
 The champion is fine-tuned (params/default.yaml's recipe) on the synthetic shop without the queries whose wanted items
 lie in the drifted departments. Shoppers ask half of those queries and click on the champion's top 10 through the
-position-biased click model; the log becomes judgements (recnb.logged, cascade reading). The same recipe is
+position-biased click model; the log becomes judgements (recnb.data.logged, cascade reading). The same recipe is
 retrained with and without those clicks. All three are scored by NDCG@10 with the true judgements on the drifted
 queries never asked (held out), on the asked ones, and on the original test queries; the run is repeated per seed
 of the simulated shoppers.
@@ -21,12 +21,12 @@ def main():
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     from machine import cpu_name
-    from recnb.arms import Arm, Experiment
-    from recnb.clicks import simulate_log
-    from recnb.logged import judgements_from_log, with_feedback
+    from recnb.ab.arms import Arm, Experiment
+    from recnb.ab.clicks import simulate_log
+    from recnb.data.logged import judgements_from_log, with_feedback
     from recnb.params import load_params
-    from recnb.scenario import drift_scenario, fit_rankers, ndcg_by_group, rankings
-    from recnb.synthetic import synthetic
+    from recnb.loop.scenario import drift_scenario, fit_rankers, ndcg_by_group, rankings
+    from recnb.data.synthetic import synthetic
     params = load_params(Path(__file__).resolve().parent.parent / "params" / "default.yaml")
     shop = synthetic(params.data.n_items, params.data.n_queries, params.data.n_users, seed=params.seed).search
     scenario = drift_scenario(shop)

@@ -12,8 +12,8 @@ import argparse, json, os, time
 from dataclasses import asdict
 import numpy as np
 import torch
-from recnb.precision import exact_sums
-from recnb.scorer import ItemIndex
+from recnb.index.precision import exact_sums
+from recnb.index.scorer import ItemIndex
 from machine import cpu_name
 
 try: import faiss
@@ -93,12 +93,12 @@ def main():
     for n in sizes:
         items = unit_vectors(n, a.dim, seed=0)
         index = ItemIndex(torch.from_numpy(items), [str(i) for i in range(n)], device=device)
-        sync(); t = time.perf_counter(); index.tune(k=a.k); sync(); tune_s = time.perf_counter() - t
-        calibrations.append(dict(n=n, seconds=tune_s, plans={b: asdict(p) for b, p in index.plan.items()},
+        sync(); t = time.perf_counter(); tuned = index.tune(k=a.k); sync(); tune_s = time.perf_counter() - t
+        calibrations.append(dict(n=n, seconds=tune_s, plans={b: asdict(p) for b, p in tuned.plans.items()},
                                  ms_per_query={b: {f"{c.method} {c.chunk_size}/{c.max_scores}": ms for c, ms in times.items()}
-                                               for b, times in index.timings.items()}))
+                                               for b, times in tuned.timings.items()}))
         print(f"n={n:>9,} calibration {tune_s:.2f} s: " + ", ".join(f"batch {b} → {p.method} {p.chunk_size}/{p.max_scores}"
-                                                               for b, p in index.plan.items()), flush=True)
+                                                               for b, p in tuned.plans.items()), flush=True)
         for b, times in calibrations[-1]["ms_per_query"].items():
             print(f"  batch class {b}: " + ", ".join(f"{c} {ms:.3f}" for c, ms in times.items()) + " ms/query", flush=True)
         # a single query reads the whole matrix at least once: the time to read it is the floor of batch 1

@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse, json, time
 from pathlib import Path
 from machine import cpu_name
-from recnb.evaluate import evaluate_recommendation
-from recnb.experiment import load_run_data
+from recnb.rank.evaluate import evaluate_recommendation
+from recnb.run.experiment import load_run_data
 from recnb.params import load_params
-from recnb.sequence import SequenceRanker
+from recnb.train.sequence import SequenceRanker
 
 
 def main():

@@ -113,7 +113,7 @@ def main():
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     import bentoml
-    from recnb.experiment import load_run_data
+    from recnb.run.experiment import load_run_data
     from recnb.params import load_params
     stored = bentoml.models.get(args.model)
     info = json.loads((Path(stored.path) / "package.json").read_text())

@@ -107,7 +107,7 @@ def main():
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     import bentoml
-    from recnb.experiment import load_run_data
+    from recnb.run.experiment import load_run_data
     from recnb.params import load_params
     info = json.loads((Path(bentoml.models.get(args.model).path) / "package.json").read_text())
     data = load_run_data(load_params(Path(info["run_dir"]) / "params.yaml"))

@@ -46,7 +46,7 @@ def st_pairs_per_second(data, examples, args, device, out: Path) -> tuple[float,
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments, losses
     from transformers import TrainerCallback
-    from recnb.encoder import resolve_model
+    from recnb.index.encoder import resolve_model
 
     class Span(TrainerCallback):
         "Seconds from the first step's start to the end of training, the device synchronised at both ends."
@@ -80,7 +80,7 @@ def st_pairs_per_second(data, examples, args, device, out: Path) -> tuple[float,
 def profile(data, args, out: Path, buckets) -> dict:
     "A short recnb fit with `StepProfile` on its steps 5 to 14 (whatever recnb is importable: before/after comparisons)."
     from step_profile import StepProfile
-    from recnb.model import fit
+    from recnb.train.model import fit
     import recnb
     prof = StepProfile(skip=5, steps=10)
     run = out / "profile"; shutil.rmtree(run, ignore_errors=True)
@@ -117,10 +117,10 @@ def main():
     if args.rounds > 1: return rounds(args)
 
     import torch
-    from recnb.data import sample_search_data
-    from recnb.datasets import load_dataset
-    from recnb.model import fit
-    from recnb.pairs import search_examples
+    from recnb.data.bundles import sample_search_data
+    from recnb.data.datasets import load_dataset
+    from recnb.train.model import fit
+    from recnb.train.pairs import search_examples
 
     device = torch.device(args.device)
     args.accelerator = "gpu" if device.type == "cuda" else "cpu"
@@ -202,14 +202,14 @@ def rounds(args):
 
 def evaluate(data, models: dict, device) -> dict:
     "Every model and BM25 on the test queries over the full catalog; fusions with BM25 weighted on the validation queries."
-    from recnb.baselines import BM25Ranker, DenseRanker
-    from recnb.encoder import Encoder
-    from recnb.metrics import metric_table
+    from recnb.rank.baselines import BM25Ranker, DenseRanker
+    from recnb.index.encoder import Encoder
+    from recnb.rank.metrics import metric_table
     # --- evaluation over the full catalog ------------------------------------------------------------
     # every ranker ranks the valid and test queries once; fusions with BM25 reuse those rankings. The blend weight
     # of each fusion is chosen on the validation queries (NDCG@10) and only then scored on test.
-    from recnb.baselines import fuse
-    from recnb.metrics import evaluate
+    from recnb.rank.baselines import fuse
+    from recnb.rank.metrics import evaluate
     metrics = ["ndcg@10", "recall@10", "recall@100", "mrr@10"]
     def judged(split):
         qrels = data.qrels(split); queries = data.queries_in(split)

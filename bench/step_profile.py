@@ -1,4 +1,4 @@
-"""Where a training step's time goes: a Lightning callback for `recnb.model.fit(callbacks=[...])` (used by bench_train.py).
+"""Where a training step's time goes: a Lightning callback for `recnb.train.model.fit(callbacks=[...])` (used by bench_train.py).
 
 For `steps` training steps after `skip` warm-up steps it records, per step:
 - data wait: host time between the end of one step and the start of the next (fetching and collating the batch);

@@ -4,24 +4,24 @@ experiment comparing packaged models.
 Serve it with `bentoml serve service:RecnbService` from this folder (RECNB_MODEL picks the model, `recnb:latest` by
 default; RECNB_EXPERIMENT, an experiment file, serves its arms instead and logs answers and feedback to RECNB_FEEDBACK_LOG,
 with shoppers' ids hashed under RECNB_AB_SECRET; RECNB_API_KEY, when set, guards the API routes; RECNB_TLS_CERT and
-RECNB_TLS_KEY serve HTTPS). Everything it does is in `recnb.serving` (a model), `recnb.ab_serving` (the arms),
-`recnb.gateway` (the HTTP edge) and `recnb.monitoring`, documented there.
+RECNB_TLS_KEY serve HTTPS). Everything it does is in `recnb.serve.serving` (a model), `recnb.ab.ab_serving` (the arms),
+`recnb.serve.gateway` (the HTTP edge) and `recnb.serve.monitoring`, documented there.
 """
 from __future__ import annotations
 import asyncio, os, sys, time
 from functools import partial
 from pathlib import Path
 import bentoml
-from recnb.baselines import Ranking
+from recnb.rank.baselines import Ranking
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
-from recnb.ab_serving import ArmedModels, load_models, read_promotion, unit_of
-from recnb.bentoml_hooks import exit_with_parent, install_edge, quiet_rejections
-from recnb.gateway import ApiKeyMiddleware
-from recnb.serving import (MAX_K, Answer, AnswerCache, FeedbackAck, FeedbackBody, QueryBatcher, Ranked, RecommendBody,
+from recnb.ab.ab_serving import ArmedModels, load_models, read_promotion, unit_of
+from recnb.serve.bentoml_hooks import exit_with_parent, install_edge, quiet_rejections
+from recnb.serve.gateway import ApiKeyMiddleware
+from recnb.serve.serving import (MAX_K, Answer, AnswerCache, FeedbackAck, FeedbackBody, QueryBatcher, Ranked, RecommendBody,
                            RequestError, SearchBatchBody, SearchBody, SimilarBody)
-from recnb.monitoring import OperationalMiddleware, ServiceMonitor, count_answer, count_cache, count_feedback, count_rejected
+from recnb.serve.monitoring import OperationalMiddleware, ServiceMonitor, count_answer, count_cache, count_feedback, count_rejected
 
 MODEL_TAG = os.environ.get("RECNB_MODEL", "recnb:latest")
 API_KEY = os.environ.get("RECNB_API_KEY") or None
@@ -39,8 +39,8 @@ TLS = {"ssl": {"enabled": True, "certfile": TLS_CERT, "keyfile": TLS_KEY}} if TL
 
 EXPERIMENT, LOG_PATH, SECRET = None, None, None
 if os.environ.get("RECNB_EXPERIMENT"):   # checked here, at import: a bad file or a missing secret never starts a worker
-    from recnb.arms import load_experiment
-    from recnb.feedback import secret_from_env
+    from recnb.ab.arms import load_experiment
+    from recnb.serve.feedback import secret_from_env
     from recnb.params import ParamsError
     try: EXPERIMENT, SECRET = load_experiment(os.environ["RECNB_EXPERIMENT"]), secret_from_env()
     except (ParamsError, OSError, ValueError) as e: sys.exit(f"recnb: RECNB_EXPERIMENT: {e}")
@@ -78,7 +78,7 @@ class RecnbService:
             models, self.costs = load_models({t: p.path for t, p in zip(TAGS, packages)}, tags={t: str(p.tag) for t, p in zip(TAGS, packages)})
             log = None
             if EXPERIMENT:
-                from recnb.feedback import FeedbackLog
+                from recnb.serve.feedback import FeedbackLog
                 log = FeedbackLog(LOG_PATH, SECRET, keep_queries=EXPERIMENT.keep_queries)
             self.armed = ArmedModels(models, EXPERIMENT, log, arm=ARM, promotion=read_promotion(LOG_PATH, EXPERIMENT.name) if EXPERIMENT else None)
         except Exception as e:  # a package or experiment that cannot be served: refuse it (503 with the reason), never restart in a loop

@@ -46,9 +46,9 @@ def data(
     gains: str = GAINS, gain_offset: float = GAIN_OFFSET, duplicates: str = DUPLICATES,
 ):
     "Load a dataset, validate it and print its summary."
-    from recnb.data import summarize
-    from recnb.datasets import load_dataset
-    from recnb.tables import DataError
+    from recnb.data.bundles import summarize
+    from recnb.data.datasets import load_dataset
+    from recnb.data.tables import DataError
     kw = _table_kw(name, query_col, item_id_col, text_cols, grade_col, gains, gain_offset, duplicates)
     try: bundle = load_dataset(name, path, seed=seed, **kw)
     except (DataError, ValueError) as e: fail(f"error: {e}")
@@ -63,7 +63,7 @@ def fetch(
                                                     "($RECNB_DATA_MIRROR when omitted); the upstream addresses otherwise"),
 ):
     "Download a public dataset into its folder, every file checked against its pinned sha256."
-    from recnb.fetch import FetchError, fetch as fetch_dataset
+    from recnb.data.fetch import FetchError, fetch as fetch_dataset
     try: folder = fetch_dataset(name, to, mirror, progress=True)
     except FetchError as e: fail(f"error: {e}")
     typer.echo(f"{name}: every file in {folder} matches its pinned sha256; `recnb data {name}` summarises it")
@@ -84,12 +84,12 @@ def evaluate(
     gains: str = GAINS, gain_offset: float = GAIN_OFFSET, duplicates: str = DUPLICATES,
 ):
     "Score the baselines (search: BM25, the zero-shot encoder, hybrids; recommendation: popularity, co-occurrence, zero-shot) on a dataset split."
-    from recnb.data import RecData, sample_search_data, summarize
-    from recnb.datasets import load_dataset
-    from recnb.tables import DataError
-    from recnb.evaluate import evaluate_recommendation, evaluate_search, rec_rankers, search_rankers
+    from recnb.data.bundles import RecData, sample_search_data, summarize
+    from recnb.data.datasets import load_dataset
+    from recnb.data.tables import DataError
+    from recnb.rank.evaluate import evaluate_recommendation, evaluate_search, rec_rankers, search_rankers
     from recnb.names import REC_RANKERS, SEARCH_RANKERS
-    from recnb.metrics import metric_table
+    from recnb.rank.metrics import metric_table
     try:
         kw = _table_kw(name, query_col, item_id_col, text_cols, grade_col, gains, gain_offset, duplicates)
         data = load_dataset(name, path, seed=seed, **kw)
@@ -101,7 +101,7 @@ def evaluate(
     try:
         encoder = None
         if set(chosen) & {"zero-shot", "hybrid-rrf", "hybrid-blend"}:
-            from recnb.encoder import Encoder
+            from recnb.index.encoder import Encoder
             encoder = Encoder(model)
         built = (rec_rankers if rec else search_rankers)(data, chosen, encoder)  # each refuses the other task's names
     except ValueError as e: fail(f"error: {e}")
@@ -135,7 +135,7 @@ def run_command(
     "Run the experiment notebook for one parameter file with papermill (live output); writes the run directory."
     from recnb.config import load_settings
     from recnb.params import ParamsError, load_params
-    from recnb.sweep import run_with_papermill
+    from recnb.run.sweep import run_with_papermill
     overrides = _parse_sets(set_)
     try: params = load_params(params_file, overrides)
     except ParamsError as e: fail(f"error: {e}")
@@ -144,7 +144,7 @@ def run_command(
     code = run_with_papermill(params_file, run_dir, kernel, overrides=overrides)
     if code: fail(f"run failed (papermill exit code {code}); the executed notebook is {run_dir / 'executed.ipynb'}", code)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    from recnb.metrics import metric_table
+    from recnb.rank.metrics import metric_table
     typer.echo(f"model: {metrics['model']}\n" + metric_table(metrics["valid"]).to_string())
 
 
@@ -168,7 +168,7 @@ def sweep(
 @app.command()
 def leaderboard(out: Path = typer.Argument(..., help="a sweep folder")):
     "Print (and rewrite) a sweep's leaderboard, sorted by the validation metric."
-    from recnb.sweep import leaderboard as board
+    from recnb.run.sweep import leaderboard as board
     if not out.is_dir(): fail(f"error: {out} is not a sweep folder")
     typer.echo(board(out).to_string())
     typer.echo(f"written: {out / 'leaderboard.csv'}, {out / 'leaderboard.png'}")
@@ -177,7 +177,7 @@ def leaderboard(out: Path = typer.Argument(..., help="a sweep folder")):
 @app.command()
 def winner(out: Path = typer.Argument(..., help="a sweep folder")):
     "Name the sweep's winner (chosen on validation) and apply the gate; exit 1 if it fails."
-    from recnb.sweep import pick_winner
+    from recnb.run.sweep import pick_winner
     if not out.is_dir(): fail(f"error: {out} is not a sweep folder")
     report_winner(pick_winner(out))
 
@@ -190,10 +190,10 @@ def package(
     encoder: str = typer.Option("auto", help="how the package holds its encoder: torch, onnx, onnx-int8, or auto (the fastest "
                                 "that keeps validation NDCG@10 within --max-ndcg-loss of torch)"),
     max_ndcg_loss: Optional[float] = typer.Option(None, help="validation NDCG@10 a compressed encoder may lose against the torch "
-                                                  "encoder; recnb.compress.MAX_NDCG_LOSS when omitted"),
+                                                  "encoder; recnb.serve.compress.MAX_NDCG_LOSS when omitted"),
 ):
     "Store a finished run in BentoML's model store (BENTOML_HOME) with its index, catalog, monitoring reference and model card."
-    from recnb.deploy import PackageError, package as package_run
+    from recnb.serve.deploy import PackageError, package as package_run
     margin = {} if max_ndcg_loss is None else {"max_ndcg_loss": max_ndcg_loss}
     try: tag = package_run(path, force=force, name=name, encoder=encoder, **margin)
     except PackageError as e: fail(f"error: {e}")
@@ -207,7 +207,7 @@ def package(
 def verify(tag: str = typer.Argument("recnb:latest", help="a BentoML model tag written by `recnb package`")):
     "Check a stored package offline as the service does at load: every file's sha256 and unit-length item vectors."
     import bentoml
-    from recnb.verify import PackageRefused, verify_package
+    from recnb.run.verify import PackageRefused, verify_package
     try: path = bentoml.models.get(tag).path
     except bentoml.exceptions.NotFound: fail(f"error: no model {tag!r} in the BentoML store (BENTOML_HOME); `bentoml models list` shows them")
     try: info = verify_package(path)
@@ -228,12 +228,12 @@ def serve(
     "Serve a packaged model: `bentoml serve service:RecnbService` from the project's bentos/ folder, a dead worker restarted within a second."
     import os
     import bentoml
-    from recnb.bentoml_hooks import serve as serve_bentoml
+    from recnb.serve.bentoml_hooks import serve as serve_bentoml
     from recnb.config import find_settings_file
     tags = [tag]
     if experiment is not None:
-        from recnb.arms import load_experiment
-        from recnb.feedback import secret_from_env
+        from recnb.ab.arms import load_experiment
+        from recnb.serve.feedback import secret_from_env
         from recnb.params import ParamsError
         try: tags = [a.model for a in load_experiment(experiment).arms]; secret_from_env()
         except (ParamsError, ValueError) as e: fail(f"error: {e}")
@@ -253,18 +253,32 @@ def serve(
 
 
 @app.command()
+def build(
+    image: str = typer.Option("cpu", help="cpu (torch from the PyTorch CPU index) or gpu (CUDA base image: bentos/bentofile.gpu.yaml)"),
+):
+    "Build the service's bento from this project (its bentos/ and the recnb in use); `bentoml containerize TAG` makes the image."
+    from recnb.config import find_settings_file
+    from recnb.serve.build import BuildError, build_bento
+    try: tag = build_bento((find_settings_file() or Path.cwd()).parent, image)
+    except BuildError as e: fail(f"error: {e}")
+    typer.echo(f"built {tag}\n  image: bentoml containerize {tag}   (needs a Docker engine)")
+    typer.echo(tag)
+
+
+@app.command()
 def new(
     directory: Path = typer.Argument(..., help="the new project's folder (created; must not exist or be empty)"),
 ):
-    "Start a project outside recnb's checkout: the experiment notebook, parameter sets, settings.ini and the service."
+    "Start a project outside recnb's checkout: experiment notebook, parameter sets, settings, service, monitoring, Kubernetes, README."
     import shutil
     from dataclasses import fields
     from recnb.config import SECTION, SETTINGS_FILE, Settings
-    from recnb.sweep import PROJECT_TEMPLATE
+    from recnb.run.sweep import PROJECT_TEMPLATE
     if directory.exists() and any(directory.iterdir()): fail(f"error: {directory} exists and is not empty; choose a new folder")
     shutil.copytree(PROJECT_TEMPLATE, directory, dirs_exist_ok=True,  # links in a checkout, files in a wheel: copied as files
                     ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
     for template in directory.rglob("*.tmpl"): template.rename(template.with_suffix(""))  # kept out of the package's modules
+    for hidden in directory.rglob("dot-*"): hidden.rename(hidden.with_name("." + hidden.name.removeprefix("dot-")))  # .gitignore
     inside = {"datasets_dir": "datasets"}   # the project's own folder, where `recnb fetch NAME` puts public datasets
     defaults = "\n".join(f"{f.name} = {inside.get(f.name, f.default)}" for f in fields(Settings))
     (directory / SETTINGS_FILE).write_text(f"# recnb's project-wide defaults; each can be overridden by RECNB_<KEY>.\n"
@@ -272,8 +286,7 @@ def new(
                                            f"[{SECTION}]\n{defaults}\n")
     typer.echo(f"new recnb project in {directory}:")
     for path in sorted(p for p in directory.rglob("*") if p.is_file()): typer.echo(f"  {path.relative_to(directory)}")
-    typer.echo(f"next: cd {directory} && recnb run params/default.yaml   (or: recnb sweep params/sweep-default.yaml, "
-               "then recnb package runs/sweep-default)")
+    typer.echo(f"next: cd {directory} && recnb run params/default.yaml   (the whole way, from sweep to Kubernetes: README.md)")
 
 
 app.command()(demo)

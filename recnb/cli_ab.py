@@ -9,8 +9,8 @@ ab = typer.Typer(no_args_is_help=True, help="champion and challenger: the A/B re
 
 
 def _experiment_and_log(experiment: Path, log: Path):
-    from recnb.arms import load_experiment
-    from recnb.feedback import FeedbackLog, secret_from_env
+    from recnb.ab.arms import load_experiment
+    from recnb.serve.feedback import FeedbackLog, secret_from_env
     from recnb.params import ParamsError
     try: spec = load_experiment(experiment)
     except ParamsError as e: fail(str(e))
@@ -27,7 +27,7 @@ def ab_report(
     out: Optional[Path] = typer.Option(None, help="folder for report.json, report.md and effect.png; beside the log when omitted"),
 ):
     "Per arm requests, shoppers, click-through, conversion and MRR; the difference over shoppers, the always-valid test, sample ratio and size."
-    from recnb.ab_report import report, write_report
+    from recnb.ab.ab_report import report, write_report
     spec, feedback_log = _experiment_and_log(experiment, log)
     requests, feedback = feedback_log.requests(), feedback_log.feedback()
     if requests.empty: fail(f"error: {log}: no requests logged yet")
@@ -52,8 +52,8 @@ def ab_promote(
     force: bool = typer.Option(False, help="promote although the report does not say the challenger wins (recorded)"),
 ):
     "Make the challenger the champion when the report says it wins: the decision and the report are written beside the log."
-    from recnb.ab_report import report, write_report
-    from recnb.ab_serving import promote, promotion_path
+    from recnb.ab.ab_report import report, write_report
+    from recnb.ab.ab_serving import promote, promotion_path
     spec, feedback_log = _experiment_and_log(experiment, log)
     requests = feedback_log.requests()
     if requests.empty: fail(f"error: {log}: no requests logged yet")
@@ -78,8 +78,8 @@ def ab_simulate(
     "Simulated shoppers search the live service and send their clicks and purchases to POST /feedback (RECNB_API_KEY if set)."
     import os
     import httpx
-    from recnb.clicks import simulate_shoppers
-    from recnb.experiment import load_run_data
+    from recnb.ab.clicks import simulate_shoppers
+    from recnb.run.experiment import load_run_data
     from recnb.params import ParamsError, load_params
     try: params = load_params(run / "params.yaml")
     except ParamsError as e: fail(str(e))

@@ -17,7 +17,7 @@ def sweep_and_gate(sweep_file: Path, jobs: int = 1, resume: bool = False, out: O
     "Run every parameter set of a sweep (progress printed), print the leaderboard, the winner and the gate; the sweep folder."
     import time
     from recnb.params import ParamsError
-    from recnb.sweep import pick_winner, run_sweep, sweep_dir, expand
+    from recnb.run.sweep import pick_winner, run_sweep, sweep_dir, expand
     try: spec, _ = expand(sweep_file)
     except ParamsError as e: fail(f"error: {e}")
     out = out or sweep_dir(sweep_file, spec)

@@ -25,14 +25,14 @@ def watch(
     import os, shlex, sys
     import uvicorn
     from recnb.config import load_settings
-    from recnb.watch import TOKEN_ENV, AuditLog, Watcher, watch_app, watch_counter
+    from recnb.loop.watch import TOKEN_ENV, AuditLog, Watcher, watch_app, watch_counter
     token = os.environ.get(TOKEN_ENV, "")
     if len(token) < 16: fail(f"error: set {TOKEN_ENV} to a token of at least 16 characters (Alertmanager presents it as its bearer token)")
     if cooldown_s < 0 or max_per_day < 1 or promote_every_s <= 0: fail("error: --cooldown-s must be at least 0, --max-per-day at least 1 and --promote-every-s positive")
     if (experiment is None) != (log is None): fail("error: give --experiment and --log together (the retrain needs both)")
     if backend not in ("local", "ray"): fail(f"error: --backend is local or ray, not {backend!r}")
     if experiment is not None:
-        from recnb.arms import load_experiment
+        from recnb.ab.arms import load_experiment
         from recnb.params import ParamsError
         try: load_experiment(experiment)
         except ParamsError as e: fail(f"error: {e}")
@@ -45,7 +45,7 @@ def watch(
     watcher = Watcher(AuditLog(audit), words, retrain_on=[a.strip() for a in retrain_on.split(",") if a.strip()],
                       cooldown_s=cooldown_s, max_per_day=max_per_day, dry_run=dry_run, counter=watch_counter())
     if experiment is not None:
-        from recnb.retrain import auto_promote
+        from recnb.loop.retrain import auto_promote
         watcher.promote_every(promote_every_s, lambda: auto_promote(experiment, log))
     typer.echo(f"recnb watch on http://{host}:{port}/alerts: retrain on {retrain_on} with `{shlex.join(words)}`"
                f"{' (dry run)' if dry_run else ''}; audit {audit}")
@@ -70,13 +70,13 @@ def retrain(
     "Retrain on the clicks the shop logged: sweep, gate against the champion re-evaluated on the same split, package and register a challenger that passes."
     import time
     import bentoml
-    from recnb.arms import load_experiment
+    from recnb.ab.arms import load_experiment
     from recnb.config import load_settings, write_json
-    from recnb.feedback import FeedbackLog
-    from recnb.logged import judgements_from_log
+    from recnb.serve.feedback import FeedbackLog
+    from recnb.data.logged import judgements_from_log
     from recnb.params import ParamsError
-    from recnb.retrain import champion_model, prepare_retrain, register_challenger
-    from recnb.watch import AuditLog
+    from recnb.loop.retrain import champion_model, prepare_retrain, register_challenger
+    from recnb.loop.watch import AuditLog
     steps = AuditLog(audit) if audit else None
     def step(event: str, **fields):
         if steps is not None: steps.write(event, **fields)
@@ -99,7 +99,7 @@ def retrain(
          wanted=int((judged["gain"] > 1).sum()), champion=champion)
     typer.echo(f"retrain in {out}: {judged['query'].nunique():,} logged queries, {len(judged):,} judgements from clicks; "
                f"champion {champion} (margin {margin})")
-    from recnb.sweep import pick_winner
+    from recnb.run.sweep import pick_winner
     resume = earlier == (out / "feedback.csv").read_bytes()   # the same clicks again: finished runs are kept (an interrupted retrain resumes)
     sweep_and_gate(sweep, out=out, resume=resume, backend=backend, address=address, exit_on_fail=False)
     verdict = pick_winner(out, write=False)
@@ -109,7 +109,7 @@ def retrain(
         write_json(out / "retrain.json", outcome)
         fail("the challenger does not pass the gate: nothing registered", 1)
     step("gate_passed", sweep=str(out), gate=verdict["gate"], winner=verdict["winner"], champion=champion)
-    from recnb.deploy import PackageError, package
+    from recnb.serve.deploy import PackageError, package
     try: tag = package(out, name="recnb-challenger")
     except PackageError as e: fail(f"error: {e}")
     following = register_challenger(experiment, current, champion, tag, share, mode)

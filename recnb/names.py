@@ -13,7 +13,7 @@ __all__ = ['SEARCH_RANKERS', 'REC_RANKERS', 'SEQUENCE_RANKERS', 'MODEL_RANKERS',
 # %% ../nbs/05b_names.ipynb #b5b00006
 SEARCH_RANKERS = ("bm25", "zero-shot", "hybrid-rrf", "hybrid-blend")
 REC_RANKERS = ("popularity", "co-occurrence", "zero-shot")
-SEQUENCE_RANKERS = ("sasrec", "sasrec+co-occurrence", "fine-tuned+sasrec+co-occurrence")  # built by `recnb.sequence.sequence_rankers`
+SEQUENCE_RANKERS = ("sasrec", "sasrec+co-occurrence", "fine-tuned+sasrec+co-occurrence")  # built by `recnb.train.sequence.sequence_rankers`
 MODEL_RANKERS = ("fine-tuned", "fine-tuned+bm25", "fine-tuned-items", "fine-tuned+co-occurrence") + SEQUENCE_RANKERS  # never baselines
 STANDARD_BASELINES = {"search": ("bm25", "zero-shot", "hybrid-rrf"), "recommendation": REC_RANKERS}  # when none are named
 

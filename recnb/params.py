@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
-from .datasets import dataset_problems
+from .data.datasets import dataset_problems
 from .names import MODEL_RANKERS, REC_RANKERS, SEARCH_RANKERS, metric_name
 
 # %% auto #0
@@ -23,8 +23,8 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 class FeedbackData(StrictModel):
-    "Judgements read from the shop's clicks (`recnb.logged`), added to a search dataset."
-    path: str                                    # the snapshot a retrain wrote (`recnb.logged.write_feedback_judgements`)
+    "Judgements read from the shop's clicks (`recnb.data.logged`), added to a search dataset."
+    path: str                                    # the snapshot a retrain wrote (`recnb.data.logged.write_feedback_judgements`)
     valid_share: float = Field(0.3, ge=0, le=1)  # the newest share of the logged queries that joins validation
 
 class DataParams(StrictModel):
@@ -46,7 +46,7 @@ class DataParams(StrictModel):
         return self
 
 class TrainParams(StrictModel):
-    "How to fine-tune: the one list of `recnb.model.fit`'s training arguments (fit takes this object)."
+    "How to fine-tune: the one list of `recnb.train.model.fit`'s training arguments (fit takes this object)."
     model: Optional[str] = None                  # Hugging Face id or directory; the default_model setting when omitted
     epochs: int = Field(3, ge=0)                 # 0: no fine-tuning, the zero-shot encoder is the model
     batch_size: int = Field(32, ge=2)
@@ -96,7 +96,7 @@ class ResourceParams(StrictModel):
     gpus: float = Field(0, ge=0)
 
 class SequenceParams(StrictModel):
-    "The sequential model of item ids (`recnb.sequence`, SASRec): its network and its training."
+    "The sequential model of item ids (`recnb.train.sequence`, SASRec): its network and its training."
     epochs: int = Field(0, ge=0)                 # 0: no sequence model
     dim: int = Field(64, ge=2)                   # item and position vectors
     layers: int = Field(2, ge=1)
@@ -190,7 +190,7 @@ def validate_params(values: dict, source: str = "<params>") -> Params:
     return params
 
 def validate_train(values: dict, source: str = "<fit arguments>") -> TrainParams:
-    "Validate training arguments alone (what `recnb.model.fit` is given), problems named as `train.<key>`."
+    "Validate training arguments alone (what `recnb.train.model.fit` is given), problems named as `train.<key>`."
     try: return TrainParams.model_validate(values)
     except ValidationError as e: raise ParamsError(source, problems_of(e, "train.")) from None
 

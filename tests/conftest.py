@@ -8,8 +8,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 
 
 def dataset_dir(name: str) -> Path:
-    "A real dataset's folder (`recnb.datasets` names); the test skips, saying how to get it, or fails under RECNB_REQUIRE_DATA=1 (CI)."
-    from recnb.datasets import REQUIRE_DATA, dataset_path, missing_dataset
+    "A real dataset's folder (`recnb.data.datasets` names); the test skips, saying how to get it, or fails under RECNB_REQUIRE_DATA=1 (CI)."
+    from recnb.data.datasets import REQUIRE_DATA, dataset_path, missing_dataset
     if (why := missing_dataset(name)) is None: return dataset_path(name)
     if os.environ.get(REQUIRE_DATA) == "1": pytest.fail(why)
     pytest.skip(why)
@@ -17,7 +17,7 @@ def dataset_dir(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def homedepot():
-    from recnb.datasets import load_dataset
+    from recnb.data.datasets import load_dataset
     return load_dataset("homedepot", dataset_dir("homedepot"))
 
 
@@ -37,7 +37,7 @@ def recnb_cli(*args, env):
 @pytest.fixture(scope="session")
 def packaged(tmp_path_factory):
     "A small trained run of the synthetic shop (100 validation and 100 test queries), packaged with `recnb package` into a fresh BentoML store."
-    from recnb.experiment import run
+    from recnb.run.experiment import run
     from recnb.params import validate_params
     base = tmp_path_factory.mktemp("deploy")
     params = validate_params({"name": "served", "data": {"n_items": 300, "n_queries": 1000, "n_users": 40},
@@ -61,8 +61,8 @@ def package_path(env: dict, tag: str) -> Path:
 
 def served_parts(path: Path) -> dict:
     "A package's own encoder (torch or compressed, as packaged) and item index: what the service ranks with."
-    from recnb.onnx_encoder import load_encoder
-    from recnb.scorer import ItemIndex
+    from recnb.index.onnx_encoder import load_encoder
+    from recnb.index.scorer import ItemIndex
     return {"encoder": load_encoder(path / "model", device="cpu"), "index": ItemIndex.load(path / "index", device="cpu")}
 
 

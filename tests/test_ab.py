@@ -7,11 +7,11 @@ SECRET = "a secret of the test shop, 2026"
 
 
 def _log_with_shoppers(tmp_path):
-    from recnb.arms import Arm, Experiment
-    from recnb.baselines import BM25Ranker
-    from recnb.clicks import simulate_log
-    from recnb.feedback import FeedbackLog
-    from recnb.synthetic import synthetic
+    from recnb.ab.arms import Arm, Experiment
+    from recnb.rank.baselines import BM25Ranker
+    from recnb.ab.clicks import simulate_log
+    from recnb.serve.feedback import FeedbackLog
+    from recnb.data.synthetic import synthetic
     shop = synthetic(n_items=300, n_queries=200, n_users=10, seed=5).search
     queries = shop.queries_in("test")
     good = dict(zip(queries["query_id"], BM25Ranker(shop.catalog).rank(queries["query"].tolist(), k=10).ids))

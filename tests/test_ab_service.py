@@ -62,8 +62,8 @@ async def ask_all(url: str, bodies: list[dict], concurrency: int = 16) -> list[d
 
 
 def test_two_packages_at_90_10_sticky_with_arm_model_and_request_id_in_every_answer(split, arms, packaged):
-    from recnb.arms import assign, load_experiment
-    from recnb.feedback import FeedbackLog
+    from recnb.ab.arms import assign, load_experiment
+    from recnb.serve.feedback import FeedbackLog
     experiment = load_experiment(split["experiment"])
     item = httpx.get(f"{split['url']}/info").json()
     assert [a["model"] for a in item["experiment"]["arms"]] == list(arms)
@@ -122,7 +122,7 @@ def test_bad_feedback_gets_its_4xx_and_repeats_are_idempotent(split):
 
 
 def test_the_log_holds_no_raw_shopper_id(split):
-    from recnb.feedback import unit_key
+    from recnb.serve.feedback import unit_key
     post(split["url"], "/search", {"query": "drill", "user": "alice@example.com"})
     raw = b"".join(p.read_bytes() for p in split["folder"].glob("split.sqlite*"))
     assert raw and b"alice@example.com" not in raw and b"user-42" not in raw and b"shopper-fb" not in raw
@@ -130,9 +130,9 @@ def test_the_log_holds_no_raw_shopper_id(split):
 
 
 def test_simulated_shoppers_report_and_promotion_from_the_command_line(split, packaged):
-    from recnb.ab_report import report
-    from recnb.arms import load_experiment
-    from recnb.feedback import FeedbackLog
+    from recnb.ab.ab_report import report
+    from recnb.ab.arms import load_experiment
+    from recnb.serve.feedback import FeedbackLog
     env = packaged["env"]
     simulated = recnb("ab", "simulate", split["url"], "--run", packaged["run_dir"], "--shoppers", 40, env=env)
     assert simulated.returncode == 0 and "40 simulated shoppers" in simulated.stdout, simulated.stderr[-2000:]
@@ -176,7 +176,7 @@ def test_interleaving_answers_a_team_draft_with_each_item_attributed(interleaved
 
 def test_every_acknowledged_event_survives_kill_9(interleaved):
     "A stream of feedback from four clients; the service's whole process group gets SIGKILL mid-stream."
-    from recnb.feedback import FeedbackLog
+    from recnb.serve.feedback import FeedbackLog
     url = interleaved["url"]
     answers = [post(url, "/search", {"query": f"drill {i}", "k": 10, "user": f"shopper-{i}"}).json() for i in range(60)]
     events = [(a["request_id"], h["item_id"], e) for a in answers for h in a["items"] for e in ("click", "add_to_cart", "purchase")]

@@ -3,11 +3,11 @@ import gzip, json, shutil
 from pathlib import Path
 import pandas as pd
 import pytest
-from recnb.data import split_queries
-from recnb.datasets import load_dataset
-from recnb.formats import load_judged_table, load_s3rec, load_unisrec, load_wands
-from recnb.tables import DataError
-from recnb.synthetic import synthetic
+from recnb.data.bundles import split_queries
+from recnb.data.datasets import load_dataset
+from recnb.data.formats import load_judged_table, load_s3rec, load_unisrec, load_wands
+from recnb.data.tables import DataError
+from recnb.data.synthetic import synthetic
 from conftest import dataset_dir
 
 

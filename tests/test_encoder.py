@@ -3,7 +3,7 @@ import os, subprocess, sys
 import pytest
 import torch
 
-from recnb.encoder import Encoder, ModelNotFoundError, resolve_model
+from recnb.index.encoder import Encoder, ModelNotFoundError, resolve_model
 
 TITLES = ["Grey 3-seat fabric couch", "Modern upholstered sofa, grey", "Brass floor lamp with linen shade",
           "Cordless drill 20V with two batteries", "2 in. x 4 in. x 8 ft. stud", ""]
@@ -73,7 +73,7 @@ def test_missing_folder_is_a_clear_error():
 
 def test_unknown_hub_id_offline_is_a_clear_error():
     # HF_HUB_OFFLINE is read when huggingface_hub is imported, so check in a fresh interpreter where it is set first
-    code = ("from recnb.encoder import Encoder, ModelNotFoundError\n"
+    code = ("from recnb.index.encoder import Encoder, ModelNotFoundError\n"
             "try: Encoder('nobody-here/no-such-encoder-xyz', device='cpu')\n"
             "except ModelNotFoundError as e: print(e)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

@@ -70,7 +70,7 @@ def test_the_bearer_scheme_in_any_case(server):
 
 def test_search_batch_has_a_documented_limit(server):
     url = server["url"]
-    from recnb.serving import MAX_BATCH_QUERIES
+    from recnb.serve.serving import MAX_BATCH_QUERIES
     answer = post(url, "/search_batch", {"queries": ["drill"] * 800})
     assert answer.status_code == 400 and f"at most {MAX_BATCH_QUERIES} items" in answer.json()["error"], answer.text
     answer = post(url, "/search_batch", {"queries": []})
@@ -215,7 +215,7 @@ import json, shutil, sys, torch
 from pathlib import Path
 import bentoml
 from safetensors.torch import save_file
-from recnb.verify import file_digests
+from recnb.run.verify import file_digests
 good = bentoml.models.get({packaged['tag']!r})
 with bentoml.models.create({name!r}, labels=good.info.labels) as m:
     target = Path(m.path)

@@ -27,10 +27,10 @@ def wait_for_event(path: Path, event: str, timeout: float, count: int = 1) -> li
 
 def test_drift_retrains_gates_registers_and_promotes(packaged, tmp_path):
     if not (shutil.which("prometheus") and ALERTMANAGER): pytest.fail("prometheus or alertmanager missing: scripts/install-system.sh installs them")
-    from recnb.arms import load_experiment
-    from recnb.clicks import simulate_shoppers
-    from recnb.datasets import load_dataset
-    from recnb.experiment import load_run_data
+    from recnb.ab.arms import load_experiment
+    from recnb.ab.clicks import simulate_shoppers
+    from recnb.data.datasets import load_dataset
+    from recnb.run.experiment import load_run_data
     shop = load_run_data(packaged["params"])
     queries = dict(zip(shop.queries["query_id"], shop.queries["query"]))
     other_shop = load_dataset("homedepot", dataset_dir("homedepot")).queries_in("test")["query"].tolist()[:60]

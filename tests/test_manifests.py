@@ -175,7 +175,7 @@ def test_disruption_budget_selects_the_pods(deployment):
 
 
 def test_the_sweep_job_is_valid_and_has_one_index_per_parameter_set():
-    from recnb.sweep import expand
+    from recnb.run.sweep import expand
     job = yaml.safe_load((DEPLOY / "sweep" / "job.yaml").read_text())
     kubernetes_validate.validate(job, K8S_VERSION, strict=True)
     spec = job["spec"]

@@ -1,4 +1,4 @@
-"""recnb.metrics: (a) cases whose right answer is written down by hand, (b) agreement with ranx, an independent
+"""recnb.rank.metrics: (a) cases whose right answer is written down by hand, (b) agreement with ranx, an independent
 implementation, on real BM25 rankings of the Home Depot test queries, per query and on average."""
 import time
 from math import isclose, log2
@@ -6,7 +6,7 @@ from math import isclose, log2
 import numpy as np
 import pytest
 
-from recnb.metrics import (average_precision_at_k, evaluate, hit_rate_at_k, metric_table, mrr_at_k, ndcg_at_k,
+from recnb.rank.metrics import (average_precision_at_k, evaluate, hit_rate_at_k, metric_table, mrr_at_k, ndcg_at_k,
                            parse_metric, recall_at_k)
 
 

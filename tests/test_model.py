@@ -15,8 +15,8 @@ def _script(out: Path, kill_at_step: int | None) -> str:
     return textwrap.dedent(f"""
         import os, signal, json
         import pytorch_lightning as pl
-        from recnb.synthetic import synthetic
-        from recnb.model import fit
+        from recnb.data.synthetic import synthetic
+        from recnb.train.model import fit
         class Kill(pl.Callback):
             def on_train_batch_end(self, trainer, *args):
                 if {kill_at_step!r} is not None and trainer.global_step == {kill_at_step!r}:
@@ -43,8 +43,8 @@ def test_killed_run_resumes_and_finishes(tmp_path):
 
 def test_same_seed_same_weights_and_validation_metrics_on_cpu(tmp_path):
     from safetensors.torch import load_file
-    from recnb.synthetic import synthetic
-    from recnb.model import fit
+    from recnb.data.synthetic import synthetic
+    from recnb.train.model import fit
     data = synthetic(n_items=300, n_queries=100, n_users=10, seed=0).search
     runs = [fit(data, tmp_path / f"r{i}", epochs=1, batch_size=16, max_steps=4, tracker="disabled", max_val_queries=20,
                 negatives="bm25") for i in range(2)]
@@ -56,9 +56,9 @@ def test_same_seed_same_weights_and_validation_metrics_on_cpu(tmp_path):
 
 
 def test_trained_model_loads_as_an_encoder_and_is_not_retrained(tmp_path):
-    from recnb.synthetic import synthetic
-    from recnb.encoder import Encoder
-    from recnb.model import fit
+    from recnb.data.synthetic import synthetic
+    from recnb.index.encoder import Encoder
+    from recnb.train.model import fit
     data = synthetic(n_items=200, n_queries=60, n_users=5, seed=2).search
     result = fit(data, tmp_path / "m", epochs=1, batch_size=16, max_steps=2, tracker="disabled", max_val_queries=10)
     vectors = Encoder(str(result.model_dir)).encode(["grey velvet sofa"])
@@ -72,8 +72,8 @@ def test_trained_model_loads_as_an_encoder_and_is_not_retrained(tmp_path):
 
 
 def test_checkpoints_of_other_parameters_are_not_resumed(tmp_path):
-    from recnb.synthetic import synthetic
-    from recnb.model import fit
+    from recnb.data.synthetic import synthetic
+    from recnb.train.model import fit
     data = synthetic(n_items=200, n_queries=60, n_users=5, seed=2).search
     common = dict(epochs=1, batch_size=16, max_steps=2, tracker="disabled", max_val_queries=10, checkpoint_every_n_steps=1)
     first = fit(data, tmp_path / "m", lr=5e-5, keep_checkpoints=True, **common)
@@ -96,9 +96,9 @@ class _StepsSeen(pl.Callback):
 def _mixed_precision_fit(out: Path, accelerator: str):
     "A few steps in bf16 autocast with gradient clipping: AdamW fused, gradients clipped, the loss finite, the model loads."
     import math
-    from recnb.encoder import Encoder
-    from recnb.model import fit
-    from recnb.synthetic import synthetic
+    from recnb.index.encoder import Encoder
+    from recnb.train.model import fit
+    from recnb.data.synthetic import synthetic
     data = synthetic(n_items=60, n_queries=20, n_users=5, seed=1).search
     steps = _StepsSeen()
     result = fit(data, out, epochs=1, batch_size=4, max_steps=2, max_length=16, max_val_queries=5, tracker="disabled",
@@ -123,15 +123,15 @@ def _ddp_script(out: Path) -> str:
     return textwrap.dedent(f"""
         import json, math
         import torch.distributed as dist
-        import recnb.model
-        from recnb.datasets import load_dataset
+        import recnb.train.model
+        from recnb.data.datasets import load_dataset
         ranked = []  # full-catalog validations run by this process
-        catalog_validation = recnb.model.catalog_validation
+        catalog_validation = recnb.train.model.catalog_validation
         def counted(*args, **kwargs):
             validate = catalog_validation(*args, **kwargs)
             return lambda module: ranked.append(1) or validate(module)
-        recnb.model.catalog_validation = counted
-        result = recnb.model.fit(load_dataset("synthetic", n_items=300, n_queries=80, n_users=50), {str(out)!r}, max_steps=4,
+        recnb.train.model.catalog_validation = counted
+        result = recnb.train.model.fit(load_dataset("synthetic", n_items=300, n_queries=80, n_users=50), {str(out)!r}, max_steps=4,
                                  batch_size=8, strategy="ddp", devices=2, accelerator="cpu", tracker="disabled")
         print("RESULT", json.dumps({{"rank": dist.get_rank(), "world": dist.get_world_size(), "validations": len(ranked),
                                     "best": result.best_score, "history": result.history,
@@ -142,7 +142,7 @@ def _ddp_script(out: Path) -> str:
 @pytest.mark.integration
 def test_ddp_on_two_cpu_processes_validates_once_and_saves_one_model(tmp_path):
     import math, signal
-    from recnb.encoder import Encoder
+    from recnb.index.encoder import Encoder
     out, script = tmp_path / "run", tmp_path / "train.py"
     script.write_text(_ddp_script(out))
     # its own session, so that a hang is ended with the second process (which Lightning starts) as well

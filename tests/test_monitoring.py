@@ -64,8 +64,8 @@ def wait_for(check, seconds: float = 30):
 def test_false_alarm_rate_of_held_out_in_distribution_windows_is_low(packaged):
     "Every window of held-out test queries (never in the reference) against the service's own thresholds."
     from safetensors.torch import load_file
-    from recnb.experiment import load_run_data
-    from recnb.monitoring import DriftMonitor, DriftReference
+    from recnb.run.experiment import load_run_data
+    from recnb.serve.monitoring import DriftMonitor, DriftReference
     package = packaged["path"]
     reference = load_file(str(package / "reference.safetensors"))
     drift = DriftReference(reference["query_vectors"], reference["top_scores"], window=WINDOW)
@@ -84,8 +84,8 @@ def test_false_alarm_rate_of_held_out_in_distribution_windows_is_low(packaged):
 
 
 def test_metrics_drift_and_the_drift_alert_in_a_real_prometheus(monitored, packaged):
-    from recnb.datasets import load_dataset
-    from recnb.experiment import load_run_data
+    from recnb.data.datasets import load_dataset
+    from recnb.run.experiment import load_run_data
     service, prometheus = monitored["service"], monitored["prometheus"]
     held_out = load_run_data(packaged["params"]).queries_in("test")["query"].tolist()[:WINDOW + 10]
     search_all(service, held_out)

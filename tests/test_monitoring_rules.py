@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
-from recnb import monitoring
+from recnb.serve import monitoring
 
 ROOT = Path(__file__).resolve().parents[1]
 MONITORING = ROOT / "bentos" / "monitoring"
@@ -19,7 +19,7 @@ needs_promtool = pytest.mark.skipif(
 ALERTS = {"SearchP99LatencyHigh", "HighErrorRatio", "TooManyRequests429", "QueryDrift", "OperationalAnomaly",
           "ServiceDown"}
 SCRAPE_LABELS = {"job", "instance"}  # added by Prometheus to every scraped series
-# What the service exports, with each metric's labels: recnb's own, read from recnb.monitoring's prometheus_client
+# What the service exports, with each metric's labels: recnb's own, read from recnb.serve.monitoring's prometheus_client
 # metrics, and BentoML 1.4's (observed on a running `bentoml serve`, /metrics). Histograms also expose _bucket (with
 # `le`), _count and _sum.
 RECNB_METRICS = {metric._name + ("_total" if metric._type == "counter" else ""): set(metric._labelnames)

@@ -1,4 +1,4 @@
-"recnb installed from its wheel into a fresh virtual environment outside the repository: `recnb new`, then run and package there."
+"recnb installed from its wheel into a fresh virtual environment outside the repository: `recnb new`, then run, package and build the bento there."
 import os, subprocess, sys, sysconfig
 from pathlib import Path
 import pytest
@@ -36,11 +36,24 @@ def test_wheel_outside_the_checkout_scaffolds_runs_and_packages(tmp_path):
     project = tmp_path / "shop"
     made = run(venv / "bin" / "recnb", "new", project, cwd=tmp_path, env=env)
     assert "nbs/experiment.ipynb" in made.stdout
-    for name in ("nbs/experiment.ipynb", "params/default.yaml", "params/sweep-default.yaml", "settings.ini", "bentos/service.py"):
+    for name in ("nbs/experiment.ipynb", "params/default.yaml", "params/sweep-default.yaml", "settings.ini", "bentos/service.py",
+                 "bentos/bentofile.yaml", "bentos/bentofile.gpu.yaml", "bentos/monitoring/alerts.yml", "bentos/monitoring/compose.yaml",
+                 "deploy/kubernetes/deployment.yaml", "deploy/kubernetes/sweep/job.yaml", "README.md", ".gitignore"):
         assert (project / name).is_file() and not (project / name).is_symlink(), name
+    assert "recnb build" in (project / "README.md").read_text() and "runs/" in (project / ".gitignore").read_text()
     assert "datasets_dir = datasets\n" in (project / "settings.ini").read_text()   # inside the project (`recnb fetch` fills it)
     env["JUPYTER_PATH"] = str(venv / "share" / "jupyter")
     run(venv / "bin" / "recnb", "run", "params/default.yaml", "--kernel", "recnb-wheel", *SMALL, cwd=project, env=env)
     assert (project / "runs" / "default" / "metrics.json").is_file()
     packaged = run(venv / "bin" / "recnb", "package", project / "runs" / "default", cwd=project, env=env)
-    assert packaged.stdout.strip().splitlines()[-1].startswith("recnb:")
+    tag = packaged.stdout.strip().splitlines()[-1]
+    assert tag.startswith("recnb:")
+    built = run(venv / "bin" / "recnb", "build", cwd=project, env=env, timeout=600).stdout.strip().splitlines()[-1]
+    assert built.startswith("recnb-service:"), built
+    script = ("import bentoml, sys, yaml; b = bentoml.bentos.get(sys.argv[1]); print(b.path); "
+              "print(*[m['tag'] for s in yaml.safe_load(open(b.path + '/bento.yaml'))['services'] for m in s['models']])")
+    path, models = run(python, "-c", script, built, cwd=tmp_path, env=env).stdout.strip().splitlines()[-2:]
+    assert models.split() == [tag]   # the model packaged in this project
+    shipped = {p.relative_to(Path(path) / "src" / "recnb") for p in (Path(path) / "src" / "recnb").rglob("*.py")}
+    installed = {p.relative_to(site / "recnb") for p in (site / "recnb").rglob("*.py") if "templates" not in p.parts}
+    assert shipped == installed and (Path(path) / "src" / "bentos" / "service.py").is_file()   # the wheel's recnb, whole

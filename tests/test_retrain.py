@@ -25,11 +25,11 @@ def tiny_sweep(folder: Path, name: str, **resources) -> Path:
 @pytest.fixture(scope="module")
 def shop_log(packaged, tmp_path_factory):
     "An experiment on the packaged champion and a feedback log of simulated shoppers clicking on BM25's answers."
-    from recnb.arms import load_experiment
-    from recnb.baselines import BM25Ranker
-    from recnb.clicks import simulate_log
-    from recnb.experiment import load_run_data
-    from recnb.feedback import FeedbackLog
+    from recnb.ab.arms import load_experiment
+    from recnb.rank.baselines import BM25Ranker
+    from recnb.ab.clicks import simulate_log
+    from recnb.run.experiment import load_run_data
+    from recnb.serve.feedback import FeedbackLog
     folder = tmp_path_factory.mktemp("retrain")
     experiment = folder / "experiment.yaml"
     experiment.write_text(yaml.safe_dump({"name": "shop", "salt": "salt-of-the-shop", "keep_queries": True, "arms": [

@@ -3,16 +3,16 @@ import json
 import numpy as np
 import pytest
 import torch
-import recnb.scorer, recnb.tuning
-from recnb.precision import error_bound, exact_sums, power_of_two_scale
-from recnb.scorer import ItemIndex
-from recnb.tuning import Plan, bounded, candidates, device_fingerprint
+import recnb.index.passes, recnb.index.scorer, recnb.index.tuning
+from recnb.index.precision import error_bound, exact_sums, power_of_two_scale
+from recnb.index.scorer import ItemIndex
+from recnb.index.tuning import Plan, bounded, candidates, device_fingerprint
 
 
 @pytest.fixture(params=["groups", "per-step"])
 def exact_pass(request, monkeypatch):
     "Run a test with the exact pass ranking group maxima (forced even for small work) and with a top-k per step."
-    monkeypatch.setattr(recnb.scorer, "GROUPED_FROM", 0 if request.param == "groups" else 1 << 62)
+    monkeypatch.setattr(recnb.index.passes, "GROUPED_FROM", 0 if request.param == "groups" else 1 << 62)
     return request.param
 
 
@@ -182,12 +182,12 @@ def test_real_catalog_keyword_vectors(homedepot):
 
 def test_device_setting_governs_the_index(monkeypatch):
     "`device=None` follows the `device` setting (RECNB_DEVICE), the same rule as the encoder's; an argument beats it."
-    import recnb.encoder
+    import recnb.index.encoder
     vectors = torch.eye(3)
     monkeypatch.setenv("RECNB_DEVICE", "cpu")
     assert ItemIndex(vectors, ["a", "b", "c"]).device == torch.device("cpu")
     monkeypatch.setenv("RECNB_DEVICE", "meta")  # a device torch accepts that 'auto' never picks
-    assert recnb.scorer.resolve_device(None) == torch.device("meta") == recnb.encoder.resolve_device(None)  # one rule (recnb.config)
+    assert recnb.index.scorer.resolve_device(None) == torch.device("meta") == recnb.index.encoder.resolve_device(None)  # one rule (recnb.config)
     assert ItemIndex(vectors, ["a", "b", "c"], device="cpu").device == torch.device("cpu")
 
 
@@ -221,7 +221,7 @@ def test_every_plan_matches_plain_torch(precision, exact_pass):
     for plan in every_plan(index):
         for n_queries, k in ((1, 10), (7, 1), (70, 10), (2, 3001), (3, 5000)):
             want = plain_torch(items, queries[:n_queries], min(k, 3001), left_out[:n_queries])
-            index.plan = {1: plan}  # every batch takes this plan
+            index.use_plan(plan)  # every batch takes this plan
             found = index.search(queries[:n_queries], k, exclude=exclude[:n_queries])
             real = torch.isfinite(want.values)
             head = (slice(None), slice(0, 10))  # deep in a full ranking, fp32 scores 1e-7 apart may swap: scores there
@@ -241,7 +241,7 @@ def test_every_plan_handles_ties():
     scores, expected = brute_force(items, queries, 25, left_out)
     index = ItemIndex(torch.from_numpy(items), ids, device="cpu", autotune=False)
     for plan in every_plan(index):
-        index.plan = {1: plan}
+        index.use_plan(plan)
         found = index.search(queries, 25, exclude=[[ids[p] for p in row] for row in left_out])
         assert np.array_equal(found.scores.numpy(), np.take_along_axis(scores, expected, 1)), plan
         assert all(not set(found.indices[row].tolist()) & set(row_out) for row, row_out in enumerate(left_out))
@@ -252,22 +252,23 @@ def test_calibration_plans_each_batch_class_before_the_first_search(monkeypatch)
     rng = np.random.default_rng(13)
     items = unit(rng, 3000, 32)
     ids = [str(j) for j in range(3000)]
-    monkeypatch.setattr(recnb.tuning, "PLANS", {})
+    monkeypatch.setattr(recnb.index.tuning, "PLANS", {})
     index = ItemIndex(torch.from_numpy(items), ids, device="cpu")
     index.search(unit(rng, 2, 32), 5)
-    assert index.plan is None  # below TUNE_FROM: the fixed rule, no calibration
-    monkeypatch.setattr(recnb.tuning, "TUNE_FROM", 3000)
+    assert index.tuned is None  # below TUNE_FROM: the fixed rule, no calibration
+    monkeypatch.setattr(recnb.index.tuning, "TUNE_FROM", 3000)
     queries = unit(rng, 40, 32)
     found = index.search(queries, 5)
-    assert set(index.plan) == {1, 64, 1000} and all(p in candidates(index) for p in index.plan.values())
-    assert set(index.timings) == {1, 64, 1000} and all(t > 0 for times in index.timings.values() for t in times.values())
-    assert index.tune_seconds > 0 and index.plan_fingerprint == device_fingerprint("cpu")
+    tuned = index.tuned
+    assert set(tuned.plans) == {1, 64, 1000} and all(p in candidates(index) for p in tuned.plans.values())
+    assert set(tuned.timings) == {1, 64, 1000} and all(t > 0 for times in tuned.timings.values() for t in times.values())
+    assert tuned.seconds > 0 and tuned.fingerprint == device_fingerprint("cpu")
     assert torch.equal(found.indices, plain_torch(items, queries, 5).indices)
     same_shape = ItemIndex(torch.from_numpy(items[::-1].copy()), ids, device="cpu")
-    assert same_shape.calibrate() == 0.0 and same_shape.plan == index.plan  # measured once in this process
+    assert same_shape.calibrate() == 0.0 and same_shape.tuned == index.tuned  # measured once in this process
     off = ItemIndex(torch.from_numpy(items), ids, device="cpu", autotune=False)
     off.search(queries, 5)
-    assert off.plan is None
+    assert off.tuned is None
 
 
 def test_calibration_is_light(monkeypatch):
@@ -275,13 +276,13 @@ def test_calibration_is_light(monkeypatch):
     rng = np.random.default_rng(16)
     n = 30_000
     index = ItemIndex(torch.from_numpy(unit(rng, n, 16)), [str(j) for j in range(n)], device="cpu")
-    runs, timed = [], recnb.tuning._time
+    runs, timed = [], recnb.index.tuning._time
     def counted(part, plan, batches, k):
         runs.append((len(part), batches.shape[0], batches.shape[1]))
         return timed(part, plan, batches, k)
-    monkeypatch.setattr(recnb.tuning, "_time", counted)
+    monkeypatch.setattr(recnb.index.tuning, "_time", counted)
     index.tune(k=100)
-    budget = recnb.tuning.TUNE_SCORES["cpu"]
+    budget = recnb.index.tuning.TUNE_SCORES["cpu"]
     assert all(items * searches * queries <= budget for items, searches, queries in runs)
     assert max(queries for _, _, queries in runs) == budget // n  # 1,000 queries timed as 559, on the whole catalog
     assert len(runs) <= 3 * len(candidates(index)) * 3  # three classes; on a CPU a first and at most two full runs each
@@ -294,17 +295,17 @@ def test_saved_plan_is_used_only_on_the_same_device(tmp_path):
     index.tune(batch_sizes=(1, 64), repeats=1)
     index.save(tmp_path / "index")
     meta = json.loads((tmp_path / "index" / "index.json").read_text())
-    assert meta["plan"]["fingerprint"] == device_fingerprint("cpu") == index.plan_fingerprint
+    assert meta["plan"]["fingerprint"] == device_fingerprint("cpu") == index.tuned.fingerprint
     again = ItemIndex.load(tmp_path / "index", device="cpu")
-    assert again.plan == index.plan and again.plan_fingerprint == index.plan_fingerprint
-    assert ItemIndex.load(tmp_path / "index", device="cpu", precision="fp32").plan is None  # other candidates
+    assert again.tuned == index.tuned and again.tuned.fingerprint == index.tuned.fingerprint
+    assert ItemIndex.load(tmp_path / "index", device="cpu", precision="fp32").tuned is None  # other candidates
     meta["plan"]["fingerprint"] = "cuda NVIDIA H100 80GB HBM3, torch 2.13.0"
     (tmp_path / "index" / "index.json").write_text(json.dumps(meta))
-    assert ItemIndex.load(tmp_path / "index", device="cpu").plan is None
+    assert ItemIndex.load(tmp_path / "index", device="cpu").tuned is None
     threads = torch.get_num_threads()
     try:  # the same CPU with another thread count is another device for timing
         torch.set_num_threads(threads + 1)
-        assert device_fingerprint("cpu") != index.plan_fingerprint
+        assert device_fingerprint("cpu") != index.tuned.fingerprint
     finally:
         torch.set_num_threads(threads)
     with pytest.raises(ValueError, match="one of"): Plan("fastest", 1, 1)
@@ -349,7 +350,7 @@ def test_tuned_cuda_index_equals_plain_torch():
     items = unit(rng, 300_000, 384)
     index = ItemIndex(torch.from_numpy(items), [str(j) for j in range(len(items))], device="cuda")
     index.tune()
-    assert set(index.plan) == {1, 64, 1000} and index.plan_fingerprint.startswith("cuda ") and index.tune_seconds < 30
+    assert set(index.tuned.plans) == {1, 64, 1000} and index.tuned.fingerprint.startswith("cuda ") and index.tuned.seconds < 30
     free = torch.cuda.mem_get_info()[0]
     assert bounded(Plan("plain", 4096, 1 << 62), index.device).max_scores <= free // 16
     for batch in (1, 64, 1000):
@@ -359,14 +360,14 @@ def test_tuned_cuda_index_equals_plain_torch():
         assert found.indices.tolist() == want.indices.tolist(), (batch, index.plan_for(batch))
         assert torch.allclose(found.scores, want.values, atol=1e-5)
         for plan in every_plan(index):
-            assert torch.equal(index._search(torch.from_numpy(queries).cuda(), 10, None, plan)[1].cpu(), want.indices), (batch, plan)
+            assert torch.equal(index.search_with_plan(torch.from_numpy(queries).cuda(), 10, None, plan)[1].cpu(), want.indices), (batch, plan)
     assert index.fallbacks == 0
     flag, exact = exact_sums.tf32_switch()
     saved = getattr(torch.backends.cuda.matmul, flag)
     try:  # a program that turned TF32 on (as training scripts do) still gets fp32's ranking from every plan
         setattr(torch.backends.cuda.matmul, flag, "tf32" if flag == "fp32_precision" else True)
         for plan in every_plan(index):
-            index.plan = {1: plan}
+            index.use_plan(plan)
             assert torch.equal(index.search(torch.from_numpy(queries).cuda(), 10).indices, want.indices), plan
         assert getattr(torch.backends.cuda.matmul, flag) in ("tf32", True)  # and TF32 is back on after the search
     finally:
@@ -384,7 +385,7 @@ def test_grouped_first_pass_matches_plain_torch(precision, monkeypatch):
     group_maxima, amax = [], torch.Tensor.amax
     monkeypatch.setattr(torch.Tensor, "amax", lambda self, *a, **kw: group_maxima.append(self.shape) or amax(self, *a, **kw))
     for plan in (Plan("two_pass", 16_384, 1 << 25), Plan("two_pass", 20_000, 300 * 20_000)):  # one step, two steps
-        index.plan = {1: plan}
+        index.use_plan(plan)
         found = index.search(queries, 10, exclude=[[ids[p] for p in row] for row in left_out])
         assert torch.equal(found.indices, plain_torch(items, queries, 10, left_out).indices), plan
     assert len(group_maxima) == 3 and index.fallbacks == 0  # the grouped path ran once per step

@@ -1,8 +1,8 @@
-"The sequence model (recnb.sequence) on the real Amazon Beauty sequences: ids and attribute ids, no item text."
-from recnb.datasets import load_dataset
-from recnb.evaluate import evaluate_recommendation, rec_rankers
+"The sequence model (recnb.train.sequence) on the real Amazon Beauty sequences: ids and attribute ids, no item text."
+from recnb.data.datasets import load_dataset
+from recnb.rank.evaluate import evaluate_recommendation, rec_rankers
 from recnb.params import SequenceParams
-from recnb.sequence import SequenceRanker, fit_sequence
+from recnb.train.sequence import SequenceRanker, fit_sequence
 from conftest import dataset_dir
 
 

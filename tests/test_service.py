@@ -25,8 +25,8 @@ def server(packaged):
 
 @pytest.fixture(scope="module")
 def offline(store):
-    "The package's encoder and index (compressed by `recnb package` as `recnb.compress` measured) and the run's data."
-    from recnb.experiment import load_run_data
+    "The package's encoder and index (compressed by `recnb package` as `recnb.serve.compress` measured) and the run's data."
+    from recnb.run.experiment import load_run_data
     return {**served_parts(store["path"]), "data": load_run_data(store["params"])}
 
 
@@ -63,7 +63,7 @@ def test_the_list_endpoint_ranks_each_query_like_the_scorer(server, offline):
 
 
 def test_recommend_and_similar_equal_the_offline_rankers(server, offline, store):
-    from recnb.baselines import DenseRanker
+    from recnb.rank.baselines import DenseRanker
     data, index = offline["data"], offline["index"]
     dense = DenseRanker(offline["encoder"], index=index)
     histories = [index.ids[i:i + 3] for i in (0, 10, 50)]
@@ -167,6 +167,8 @@ def test_bento_builds_offline_and_its_dockerfiles_install_the_right_torch(store,
         assert ("--extra-index-url https://download.pytorch.org/whl/cpu" in requirements) == cpu_index
         recorded = [m["tag"] for s in __import__("yaml").safe_load((bento / "bento.yaml").read_text())["services"] for m in s["models"]]
         assert recorded == [store["tag"]]
+        shipped = {p.relative_to(bento / "src") for p in (bento / "src" / "recnb").rglob("*.py")}
+        assert shipped == {p.relative_to(ROOT) for p in (ROOT / "recnb").rglob("*.py")}, "every stage's modules go into the image"
 
 
 def test_service_requirements_are_a_subset_of_the_project_dependencies():
@@ -181,8 +183,8 @@ def test_service_requirements_are_a_subset_of_the_project_dependencies():
 def test_a_recommendation_package_serves_what_its_run_evaluated(tmp_path):
     "A recommendation run (the synthetic shoppers) packaged and served: /recommend answers as the run's ranker did offline."
     import os
-    from recnb.evaluate import model_rankers
-    from recnb.experiment import load_run_data, run
+    from recnb.rank.evaluate import model_rankers
+    from recnb.run.experiment import load_run_data, run
     from recnb.params import validate_params
     params = validate_params({"name": "shoppers", "data": {"name": "synthetic-rec", "n_items": 300, "n_users": 60},
                               "train": {"epochs": 1, "max_steps": 3, "batch_size": 16}, "tracker": "disabled",
@@ -217,9 +219,9 @@ def test_the_answer_cache_never_answers_for_another_model(packaged, tmp_path):
     """Two models in one service (an experiment's arms): a query one arm cached is computed afresh by the other, each answer
     is its own model's, and repeats (in any case and spacing) are hits counted in /metrics."""
     import re, yaml
-    from recnb.arms import assign, load_experiment
-    from recnb.baselines import DenseRanker
-    from recnb.experiment import load_run_data, run
+    from recnb.ab.arms import assign, load_experiment
+    from recnb.rank.baselines import DenseRanker
+    from recnb.run.experiment import load_run_data, run
     from recnb.params import validate_params
     zero = tmp_path / "zero"   # the same shop, not fine-tuned: another model with other answers
     run(validate_params({**packaged["params"].model_dump(mode="json"), "name": "zero", "train": {"epochs": 0}}), zero)

@@ -1,37 +1,62 @@
-"The package's shape: imports run one way (no circles), and no module is over about 300 lines (generated index aside)."
+"""The package's shape: the stages are its rooms (subpackages), imports run one way (no circles, never from a stage to a
+later one), no module is over about 300 lines and no function over about 60 (generated index aside)."""
 import ast
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "recnb"
-MAX_LINES = 300
+MAX_LINES, MAX_FUNCTION_LINES = 300, 60
 GENERATED = {"_modidx"}  # nbdev's index of the docs
-
-
-def _imports(path: Path) -> set[str]:
-    "The recnb modules `path` imports, at the top or inside functions."
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("recnb.")}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module: found.add(node.module.split(".")[0])
-            elif node.module and node.module.startswith("recnb."): found.add(node.module.split(".")[1])
-            elif node.module == "recnb" or (node.level == 1 and not node.module): found |= {a.name for a in node.names}
-    return found - {path.stem}
+# The stages in the order data flows through them (DESIGN.md, "Stages"): a module may import its own stage and earlier
+# ones. `config` and `names` import nothing of recnb; `params` is the parameter file's schema, read from `index` on.
+STAGES = ("config", "names", "data", "params", "index", "rank", "train", "run", "serve", "ab", "loop", "cli")
 
 
 def modules() -> dict[str, Path]:
-    return {p.stem: p for p in PACKAGE.glob("*.py") if p.stem not in GENERATED | {"__init__"}}
+    "Every module by its dotted name under recnb (`data.tables`, `config`), packages' `__init__` aside."
+    return {".".join(p.relative_to(PACKAGE).with_suffix("").parts): p for p in PACKAGE.rglob("*.py")
+            if p.stem not in GENERATED | {"__init__"}}
 
 
-def test_the_package_imports_have_no_circle():
+def _imports(name: str, path: Path) -> set[str]:
+    "The recnb modules (dotted, under recnb) that module `name` imports, at the top or inside functions."
+    package = name.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.removeprefix("recnb.") for a in node.names if a.name.startswith("recnb.")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level: base = package[:len(package) - node.level + 1]
+            elif node.module and (node.module == "recnb" or node.module.startswith("recnb.")): base = []
+            else: continue
+            module = ".".join(base + ([m for m in (node.module or "").split(".") if m and m != "recnb"]))
+            found |= {f"{module}.{a.name}".strip(".") for a in node.names} | {module}
+    known = modules()
+    return {m for m in found if m in known} - {name}
+
+
+def stage_of(name: str) -> str:
+    first = name.split(".")[0]
+    return "cli" if first.startswith("cli") else first
+
+
+def test_every_module_lives_in_a_known_stage():
+    stray = sorted(n for n in modules() if stage_of(n) not in STAGES)
+    assert not stray, f"modules outside the stages {STAGES}: {stray}"
+    assert {stage_of(n) for n in modules()} == set(STAGES)
+
+
+def test_the_package_imports_have_no_circle_and_run_one_way():
     found = modules()
-    graph = {name: _imports(path) & set(found) for name, path in found.items()}
-    assert graph["model"] >= {"pairs", "towers", "params"}  # the parser sees imports (a test that can fail)
+    graph = {name: _imports(name, path) for name, path in found.items()}
+    assert graph["train.model"] >= {"train.pairs", "train.towers", "params"}  # the parser sees imports (a test that can fail)
+    assert "serve.feedback" in graph["serve.serving"] and "data.bundles" in graph["rank.evaluate"]
     try: order = list(TopologicalSorter(graph).static_order())
     except CycleError as e: raise AssertionError(f"import circle: {' -> '.join(e.args[1])}") from None
     assert order.index("config") < order.index("cli")
+    upward = [f"{name} ({stage_of(name)}) imports {other} ({stage_of(other)})" for name, imported in graph.items()
+              for other in imported if STAGES.index(stage_of(other)) > STAGES.index(stage_of(name))]
+    assert not upward, "imports from a later stage:\n" + "\n".join(upward)
 
 
 def test_no_module_is_over_about_300_lines():
@@ -39,3 +64,17 @@ def test_no_module_is_over_about_300_lines():
     assert len(sizes) > 10
     too_long = {name: n for name, n in sizes.items() if n > MAX_LINES * 1.1}
     assert not too_long, f"modules over {MAX_LINES} lines (by 10 %): {too_long}; split them by job"
+
+
+def test_no_function_is_over_about_60_lines_without_a_reason():
+    "A function's body (its docstring aside) is at most about 60 lines, or a `# long:` comment beside its `def` says why."
+    too_long = {}
+    for name, path in modules().items():
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)): continue
+            body = node.body[1:] if isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) else node.body
+            size = node.end_lineno - body[0].lineno + 1 if body else 0
+            reason = any("# long:" in line for line in lines[node.lineno - 2:body[0].lineno - 1] if body)
+            if size > MAX_FUNCTION_LINES * 1.1 and not reason: too_long[f"{name}.{node.name}"] = size
+    assert not too_long, f"functions over {MAX_FUNCTION_LINES} lines (by 10 %) without a `# long:` reason: {too_long}"

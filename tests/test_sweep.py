@@ -101,7 +101,7 @@ grid:
 def test_a_recommendation_leaderboard_shows_only_baselines_as_baselines(tmp_path):
     "The model's own rankers (every name `model_rankers` builds) are never listed as baselines of a run."
     from recnb.names import MODEL_RANKERS, REC_RANKERS
-    from recnb.sweep import leaderboard
+    from recnb.run.sweep import leaderboard
     out = tmp_path / "recs"
     run = out / "shoppers"
     run.mkdir(parents=True)
