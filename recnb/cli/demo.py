@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 from typing import Optional
 import typer
-from recnb.cli_common import fail, sweep_and_gate
+from recnb.cli.common import fail, sweep_and_gate
 
 
 def demo(
@@ -43,7 +43,7 @@ def demo(
         _show_requests(url, data, card)
         stage("5/6 a simulated A/B: shoppers search and click by a position-biased click model (recnb ab simulate)")
         from recnb.ab.clicks import simulate_shoppers
-        from recnb.cli_ab import ab_report
+        from recnb.cli.ab import ab_report
         test = data.queries_in("test")
         with httpx.Client(base_url=url, timeout=30) as client:
             seen = simulate_shoppers(client, dict(zip(test["query_id"], test["query"])), data.qrels("test"), units=300)

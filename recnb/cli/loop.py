@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 import typer
-from recnb.cli_common import fail, sweep_and_gate
+from recnb.cli.common import fail, sweep_and_gate
 
 
 def watch(

@@ -4,10 +4,10 @@ import json
 from pathlib import Path
 from typing import Optional
 import typer
-from recnb.cli_ab import ab
-from recnb.cli_common import fail, report_winner, sweep_and_gate
-from recnb.cli_demo import demo
-from recnb.cli_loop import retrain, watch
+from recnb.cli.ab import ab
+from recnb.cli.common import fail, report_winner, sweep_and_gate
+from recnb.cli.demo import demo
+from recnb.cli.loop import retrain, watch
 
 DATASETS_HELP = ("dataset: synthetic, synthetic-rec, homedepot, wands, amazon-scientific, amazon-beauty, or table "
                  "(--path: a CSV/TSV/parquet file with one judged pair per row; columns named by --query-col, --item-id-col, "
@@ -293,6 +293,3 @@ app.command()(demo)
 app.command()(watch)
 app.command()(retrain)
 app.add_typer(ab, name="ab")
-
-if __name__ == "__main__":
-    app()

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 import typer
-from recnb.cli_common import fail
+from recnb.cli.common import fail
 
 ab = typer.Typer(no_args_is_help=True, help="champion and challenger: the A/B report and the log's retention")
 
