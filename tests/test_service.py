@@ -171,6 +171,15 @@ def test_bento_builds_offline_and_its_dockerfiles_install_the_right_torch(store,
         assert shipped == {p.relative_to(ROOT) for p in (ROOT / "recnb").rglob("*.py")}, "every stage's modules go into the image"
 
 
+def test_recnb_build_without_the_model_says_how_to_package_it(tmp_path):
+    import os
+    out = recnb("build", env={**os.environ, "BENTOML_HOME": str(tmp_path / "empty")})
+    assert out.returncode == 2 and "recnb:latest could not be found" in out.stderr and "recnb package RUN_DIR" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    out = recnb("build", "--image", "tpu", env={**os.environ, "BENTOML_HOME": str(tmp_path / "empty")})
+    assert out.returncode == 2 and "image must be one of ['cpu', 'gpu']" in out.stderr, out.stderr
+
+
 def test_service_requirements_are_a_subset_of_the_project_dependencies():
     import re, tomllib
     declared = {re.split(r"[<>=\[ ]", d)[0].lower().replace("_", "-")

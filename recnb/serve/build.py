@@ -10,10 +10,11 @@ from pathlib import Path
 import recnb
 
 # %% auto #0
-__all__ = ['BENTOFILES', 'BuildError', 'build_context', 'build_bento']
+__all__ = ['BENTOFILES', 'BUILD_TIMEOUT_S', 'BuildError', 'build_context', 'build_bento']
 
 # %% ../../nbs/serve/18c_build.ipynb #b1d00005
 BENTOFILES = {"cpu": "bentofile.yaml", "gpu": "bentofile.gpu.yaml"}   # in the project's bentos/
+BUILD_TIMEOUT_S = 900   # an offline build takes seconds; one that hangs (a lock step reaching for the network) is stopped
 
 class BuildError(Exception):
     "The bento could not be built: what is missing, or the end of bentoml's own message."
@@ -37,7 +38,12 @@ def build_bento(
         raise BuildError(f"no {Path(project) / 'bentos' / BENTOFILES[image]}; `recnb new` writes both bentofiles")
     with tempfile.TemporaryDirectory(prefix="recnb-build-") as tmp:
         context = build_context(project, Path(tmp))
-        out = subprocess.run([sys.executable, "-m", "bentoml", "build", "-f", str(context / "bentos" / BENTOFILES[image]),
-                              "--output", "tag", str(context)], capture_output=True, text=True)
-    if out.returncode: raise BuildError("bentoml build failed:\n" + "\n".join((out.stderr or out.stdout).strip().splitlines()[-15:]))
+        try: out = subprocess.run([sys.executable, "-m", "bentoml", "build", "-f", str(context / "bentos" / BENTOFILES[image]),
+                                   "--output", "tag", str(context)], capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired: raise BuildError(f"bentoml build took over {BUILD_TIMEOUT_S} s and was stopped") from None
+    if out.returncode:
+        told = "\n".join((out.stderr or out.stdout).strip().splitlines()[-15:])
+        hint = ("\nthe service's model is RECNB_MODEL (recnb:latest by default): `recnb package RUN_DIR` stores it"
+                if "could not be found" in told else "")
+        raise BuildError(f"bentoml build failed:\n{told}{hint}")
     return out.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
