@@ -142,7 +142,9 @@ def tune(
             if fastest and (choice is None or best[fastest] <= MARGIN * best[choice]): choice = fastest
         plans[batch] = choice
         timings[batch] = {c: t / (rounds * size) * len(index) / max(n_items, 1) * 1e3 for c, t in best.items()}
-    return Tuned(plans, device_fingerprint(index.device), index.precision, timings, time.perf_counter() - start)
+    tuned = Tuned(plans, device_fingerprint(index.device), index.precision, timings, time.perf_counter() - start)
+    PLANS[_shape(index)] = tuned   # what this process measured: an index of the same shape reuses it (`measure_once`)
+    return tuned
 
 # %% ../../nbs/index/09a_tuning.ipynb #bb1f24b8
 TUNE_FROM = 20_000  # catalogs from this size calibrate before their first search; below, the fixed rule is fast enough
@@ -156,8 +158,7 @@ def measure_once(
     "What was measured in this process for an index of this shape, else `tune`'s new measurement; and whether it is new."
     with _LOCK:
         if (known := PLANS.get(_shape(index))) is not None: return known, False
-        PLANS[_shape(index)] = tuned = tune(index, batch_sizes, k)
-        return tuned, True
+        return tune(index, batch_sizes, k), True
 
 # %% ../../nbs/index/09a_tuning.ipynb #de05dfa5
 def plan_record(tuned: Tuned) -> dict:
