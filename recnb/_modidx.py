@@ -52,6 +52,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'recnb.config.find_settings_file': ('config.html#find_settings_file', 'recnb/config.py'),
                               'recnb.config.load_settings': ('config.html#load_settings', 'recnb/config.py'),
                               'recnb.config.native_bf16': ('config.html#native_bf16', 'recnb/config.py'),
+                              'recnb.config.project_root': ('config.html#project_root', 'recnb/config.py'),
                               'recnb.config.read_json': ('config.html#read_json', 'recnb/config.py'),
                               'recnb.config.resolve_device': ('config.html#resolve_device', 'recnb/config.py'),
                               'recnb.config.settings_environment': ('config.html#settings_environment', 'recnb/config.py'),

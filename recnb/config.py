@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Iterator
 
 # %% auto #0
-__all__ = ['SETTINGS_FILE', 'SECTION', 'PATH_KEYS', 'Settings', 'find_settings_file', 'load_settings', 'settings_environment',
-           'resolve_device', 'native_bf16', 'atomic_path', 'write_json', 'write_yaml', 'read_json', 'check_safetensors']
+__all__ = ['SETTINGS_FILE', 'SECTION', 'PATH_KEYS', 'Settings', 'find_settings_file', 'project_root', 'load_settings',
+           'settings_environment', 'resolve_device', 'native_bf16', 'atomic_path', 'write_json', 'write_yaml',
+           'read_json', 'check_safetensors']
 
 # %% ../nbs/00_config.ipynb #f7d23ba0
 SETTINGS_FILE = "settings.ini"
@@ -43,6 +44,13 @@ def find_settings_file(
             parser.read(candidate)
             if parser.has_section(SECTION): return candidate
     return None
+
+def project_root(
+    start: str | Path | None = None,  # directory to start from; the working directory by default
+) -> Path:
+    "The project's folder: that of the nearest `settings.ini`, else `start` itself (where its `bentos/` and `params/` are looked for)."
+    found = find_settings_file(start)
+    return found.parent if found is not None else Path(start or Path.cwd()).resolve()
 
 def load_settings(
     path: str | Path | None = None,  # a settings file; found with `find_settings_file` when omitted

@@ -15,10 +15,10 @@ def demo(
     "The whole kit on the embedded default: sweep → leaderboard → winner → gate → package → service → requests → a simulated A/B."
     import os, secrets, signal, subprocess, sys, time
     import httpx
-    from recnb.config import find_settings_file, write_yaml
+    from recnb.config import project_root, write_yaml
     from recnb.params import load_params
     from recnb.run.experiment import load_run_data
-    root = (find_settings_file() or Path.cwd()).parent
+    root = project_root()
     sweep_file = sweep_file or root / "params" / "sweep-default.yaml"
     start = time.perf_counter()
     def stage(text): typer.secho(f"\n== [{time.perf_counter() - start:5.0f} s] {text}", bold=True)

@@ -229,7 +229,7 @@ def serve(
     import os
     import bentoml
     from recnb.serve.bentoml_hooks import serve as serve_bentoml
-    from recnb.config import find_settings_file
+    from recnb.config import project_root
     tags = [tag]
     if experiment is not None:
         from recnb.ab.arms import load_experiment
@@ -243,7 +243,7 @@ def serve(
         try: bentoml.models.get(name)
         except bentoml.exceptions.NotFound: missing.append(name)
     if missing: fail(f"error: no model {', '.join(map(repr, missing))} in the BentoML store (BENTOML_HOME); `bentoml models list` shows them")
-    bentos = (find_settings_file() or Path.cwd()).parent / "bentos"
+    bentos = project_root() / "bentos"
     if not (bentos / "service.py").is_file(): fail(f"error: no {bentos / 'service.py'}; run recnb serve inside a recnb project (`recnb new` makes one)")
     if worker_check_s <= 0: fail("error: --worker-check-s must be positive")
     os.environ["RECNB_MODEL"] = tag
@@ -257,9 +257,9 @@ def build(
     image: str = typer.Option("cpu", help="cpu (torch from the PyTorch CPU index) or gpu (CUDA base image: bentos/bentofile.gpu.yaml)"),
 ):
     "Build the service's bento from this project (its bentos/ and the recnb in use); `bentoml containerize TAG` makes the image."
-    from recnb.config import find_settings_file
+    from recnb.config import project_root
     from recnb.serve.build import BuildError, build_bento
-    try: tag = build_bento((find_settings_file() or Path.cwd()).parent, image)
+    try: tag = build_bento(project_root(), image)
     except BuildError as e: fail(f"error: {e}")
     typer.echo(f"built {tag}\n  image: bentoml containerize {tag}   (needs a Docker engine)")
     typer.echo(tag)
@@ -274,7 +274,8 @@ def new(
     from dataclasses import fields
     from recnb.config import SECTION, SETTINGS_FILE, Settings
     from recnb.run.sweep import PROJECT_TEMPLATE
-    if directory.exists() and any(directory.iterdir()): fail(f"error: {directory} exists and is not empty; choose a new folder")
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        fail(f"error: {directory} exists and is {'not empty' if directory.is_dir() else 'a file'}; choose a new folder")
     shutil.copytree(PROJECT_TEMPLATE, directory, dirs_exist_ok=True,  # links in a checkout, files in a wheel: copied as files
                     ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
     for template in directory.rglob("*.tmpl"): template.rename(template.with_suffix(""))  # kept out of the package's modules
