@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import ROOT, Server, machine_name  # noqa: E402
+from bench_serve import CLIENTS, ROOT, Server, http_client, machine_name  # noqa: E402
 
 
 def median_ms(fn, items) -> float:
@@ -55,18 +55,17 @@ def stages(path: Path, queries: list[str]) -> dict:
     return out
 
 
-async def served(url: str, queries: list[str], rate: float, duration: float) -> dict:
+async def served(url: str, queries: list[str], rate: float, duration: float, client: str = "aiohttp") -> dict:
     "p50 of the client's latency and of the answers' own took_ms at `rate` requests/s (open model)."
-    import httpx
     n, latencies, took = int(rate * duration), [], []
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with http_client(url, {}, client) as post:
         start = time.perf_counter()
         async def one(i):
             delay = start + i / rate - time.perf_counter()
             if delay > 0: await asyncio.sleep(delay)
             sent = time.perf_counter()
-            r = await client.post("/search", json={"query": queries[i % len(queries)], "k": 10})
-            if r.status_code == 200: latencies.append(time.perf_counter() - sent); took.append(r.json()["took_ms"])
+            status, body = await post("/search", {"query": queries[i % len(queries)], "k": 10})
+            if status == 200: latencies.append(time.perf_counter() - sent); took.append(json.loads(body)["took_ms"])
         await asyncio.gather(*(one(i) for i in range(n)))
     p50, handler = 1000 * float(np.median(latencies)), float(np.median(took))
     return {"rate": rate, "ok": len(latencies), "sent": n, "p50_ms": round(p50, 2), "p99_ms": round(1000 * float(np.percentile(latencies, 99)), 2),
@@ -80,6 +79,7 @@ def main():
     p.add_argument("--rates", default="1,20")
     p.add_argument("--duration", type=float, default=30)
     p.add_argument("--cache-size", default="0", help="RECNB_CACHE_SIZE of the served runs (0: every query computed)")
+    p.add_argument("--client", choices=CLIENTS, default="aiohttp", help="the load generator's HTTP client")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     import bentoml
@@ -98,9 +98,9 @@ def main():
     server = Server([sys.executable, "-m", "bentoml", "serve", "service:RecnbService", "--host", "127.0.0.1"], env, ROOT / "bentos",
                     ROOT / "bench" / "out" / "serve-breakdown.log")
     try:
-        asyncio.run(served(server.url, queries, 10, 5))
+        asyncio.run(served(server.url, queries, 10, 5, args.client))
         for rate in map(float, args.rates.split(",")):
-            row = asyncio.run(served(server.url, queries, rate, args.duration))
+            row = {**asyncio.run(served(server.url, queries, rate, args.duration, args.client)), "client": args.client}
             out["served"].append(row); print(row, flush=True)
     finally: server.stop()
     if args.json: args.json.write_text(json.dumps(out, indent=2))

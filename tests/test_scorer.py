@@ -204,6 +204,7 @@ def every_plan(index):
     "The candidates `tune` would time, plus small blocks that force several query blocks and catalog steps."
     small = [Plan("plain", 512, 3 * len(index)), Plan("exact", 512, 512 * 8)]
     if index.vectors_low is not None: small.append(Plan("two_pass", 512, 512 * 8))
+    if any(p.method == "int8" for p in candidates(index)): small.append(Plan("int8", 512, 3 * len(index)))  # blocks of 3 queries
     return candidates(index) + small
 
 

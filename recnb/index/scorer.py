@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastcore.basics import patch
+from .int8 import Int8Items
 from .passes import ExactPasses
 from .precision import error_bound, exact_sums, power_of_two_scale
 from .tuning import BATCH_CLASSES, Plan, Tuned, bounded, device_fingerprint, fixed_plan, measure_once, plan_record, restored_plan, tune
@@ -64,6 +65,7 @@ class ItemIndex(ExactPasses):
         self.epsilon, self.eta, self.zeta = error_bound(self.dim, self.low_dtype)
         self.fallbacks = 0  # queries whose 16-bit candidates could not be proven sufficient (re-done exactly)
         self.autotune, self.tuned = bool(autotune), None   # tuned: the measured plan (`recnb.index.tuning.Tuned`), or None
+        self._int8 = None  # the 8-bit codes of the 8-bit pass, made when a plan first takes it (`int8_items`)
 
     def __len__(self): return self.vectors.shape[0]
     @property
@@ -99,8 +101,8 @@ class ItemIndex(ExactPasses):
 def search_with_plan(self: ItemIndex, queries: torch.Tensor, width: int, exclude, plan: Plan):
     "(scores, positions) on the device for the top `width` of each query, scored as `plan` says."
     plan = bounded(plan, self.device)
-    top = {"plain": self._top_plain, "exact": self._top_exact, "two_pass": self._top_two_pass}[plan.method]
-    block = max(1, plan.max_scores // (max(len(self), 1) if plan.method == "plain" else plan.chunk_size))
+    top = {"plain": self._top_plain, "exact": self._top_exact, "two_pass": self._top_two_pass, "int8": self._top_int8}[plan.method]
+    block = max(1, plan.max_scores // (max(len(self), 1) if plan.method in ("plain", "int8") else plan.chunk_size))
     with exact_sums(self.device), torch.no_grad():
         parts = [top(queries[first:first + block], width, self._exclusions(exclude, first, block), plan)
                  for first in range(0, len(queries) if width else 0, block)]
@@ -166,7 +168,14 @@ def head(self: ItemIndex, n_items: int) -> ItemIndex:
     part = copy.copy(self)
     part.vectors = self.vectors[:n_items]
     part.vectors_low = None if self.vectors_low is None else self.vectors_low[:n_items]
+    if n_items < len(self): part._int8 = None
     return part
+
+@patch
+def int8_items(self: ItemIndex) -> Int8Items:
+    "The catalog's 8-bit codes for the 8-bit pass (`recnb.index.int8`), made on first use."
+    if self._int8 is None: self._int8 = Int8Items(self.vectors)
+    return self._int8
 
 # %% ../../nbs/index/09_scorer.ipynb #ff65c757
 @patch(cls_method=True)

@@ -9,15 +9,17 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 import torch
 from ..config import native_bf16
+from .int8 import offers_int8
 
 # %% auto #0
-__all__ = ['METHODS', 'PLAIN_BLOCKS', 'STEPPED_BLOCKS', 'BATCH_CLASSES', 'SMALL_BATCH', 'TUNE_SCORES', 'TUNE_ITEMS',
-           'TUNE_QUERIES', 'LARGE_BATCH', 'PRUNE', 'RETIME', 'MARGIN', 'PLANS', 'TUNE_FROM', 'Plan',
-           'device_fingerprint', 'fixed_plan', 'Tuned', 'bounded', 'candidates', 'tune', 'measure_once', 'plan_record',
-           'restored_plan']
+__all__ = ['METHODS', 'INT8_BLOCKS', 'PLAIN_BLOCKS', 'STEPPED_BLOCKS', 'BATCH_CLASSES', 'SMALL_BATCH', 'TUNE_SCORES',
+           'TUNE_ITEMS', 'TUNE_QUERIES', 'LARGE_BATCH', 'PRUNE', 'RETIME', 'MARGIN', 'PLANS', 'TUNE_FROM', 'Plan',
+           'device_fingerprint', 'fixed_plan', 'Tuned', 'bounded', 'candidates', 'probe_queries', 'tune',
+           'measure_once', 'plan_record', 'restored_plan']
 
 # %% ../../nbs/index/09a_tuning.ipynb #52f230e9
-METHODS = ("plain", "exact", "two_pass")
+METHODS = ("plain", "exact", "two_pass", "int8")
+INT8_BLOCKS = (1 << 24,)       # scores an 8-bit pass holds at once: its int32 products, their floats and a mask each
 PLAIN_BLOCKS = (1 << 28,)      # scores a plain pass holds at once (1 GB of fp32): queries per block = this // items
 STEPPED_BLOCKS = ((4096, 1 << 21), (16384, 1 << 25))  # (items per step, scores at once) tried for stepped passes
 
@@ -25,7 +27,7 @@ STEPPED_BLOCKS = ((4096, 1 << 21), (16384, 1 << 25))  # (items per step, scores 
 class Plan:
     "How `search` scores a batch: the method and its block sizes."
     method: str      # 'plain' (one fp32 matmul per query block over the whole catalog, one top-k), 'exact' (fp32 steps,
-                     # group maxima) or 'two_pass' (16-bit first pass, exact fp32 re-score)
+                     # group maxima), 'two_pass' (16-bit first pass, exact fp32 re-score) or 'int8' (8-bit first pass)
     chunk_size: int  # items per step (stepped passes); smaller blocks of queries get proportionally larger steps
     max_scores: int  # scores held at once: queries in a block × items in a step, or × the whole catalog for 'plain'
 
@@ -79,11 +81,12 @@ def bounded(plan: Plan, device: torch.device) -> Plan:
 
 # %% ../../nbs/index/09a_tuning.ipynb #26cd0e47
 def candidates(index) -> list[Plan]:
-    "The plans `tune` times: plain fp32 matmul + top-k, the stepped exact pass, and the 16-bit pass where a copy is kept."
+    "The plans `tune` times: plain fp32 matmul + top-k, the stepped exact pass, the 16-bit pass where a copy is kept, the 8-bit pass where offered."
     blocks = list(dict.fromkeys([(index.chunk_size, index.max_scores), *STEPPED_BLOCKS]))
     two_pass = [Plan("two_pass", c, s) for c, s in blocks] if index.vectors_low is not None else []
     if index.precision in ("bf16", "fp16"): return two_pass
-    return [Plan("plain", index.chunk_size, s) for s in PLAIN_BLOCKS] + [Plan("exact", c, s) for c, s in blocks] + two_pass
+    int8 = [Plan("int8", index.chunk_size, s) for s in INT8_BLOCKS] if offers_int8(index) else []
+    return [Plan("plain", index.chunk_size, s) for s in PLAIN_BLOCKS] + [Plan("exact", c, s) for c, s in blocks] + two_pass + int8
 
 # %% ../../nbs/index/09a_tuning.ipynb #1d96731b
 TUNE_SCORES = {"cpu": 1 << 24, "cuda": 1 << 30}  # (query, item) pairs a timed run scores, by device type
@@ -108,12 +111,23 @@ def _time(index, plan: Plan, batches: torch.Tensor, k: int) -> float:
     return time.perf_counter() - start
 
 # %% ../../nbs/index/09a_tuning.ipynb #8ec2a309
+def probe_queries(index, shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    "Unit queries near catalog items, `shape` (searches, queries): an item's direction plus a random one of the same weight."
+    # A shop's query lands near what it finds (its best cosine ~0.6 on Home Depot); random directions give every item
+    # nearly the same score, the worst case for a first pass that keeps the items near the k-th best: on Home Depot
+    # (k 100, one search) the 8-bit pass took 6.8 ms for random queries and 4.1 for the validation queries, the 16-bit
+    # pass 4.1 and 4.9: random probes chose the pass that is slower for the queries a shop sends
+    noise = torch.nn.functional.normalize(torch.randn(*shape, index.dim, generator=generator), dim=-1)
+    if len(index) == 0: return noise.to(index.device)
+    near = torch.nn.functional.normalize(index.vectors[torch.randint(len(index), shape, generator=generator).to(index.device)], dim=-1)
+    return torch.nn.functional.normalize(near + noise.to(index.device), dim=-1)
+
 def tune(
     index,                                          # an `ItemIndex`
     batch_sizes: tuple[int, ...] = BATCH_CLASSES,   # the batch classes to plan for; a search takes the nearest one's plan
     k: int = 10,                                    # items per query the timed searches ask for
     repeats: int = 2,                               # full timed runs per candidate, at least 1 (the fastest counts)
-    seed: int = 0,                                  # for the random unit queries it times
+    seed: int = 0,                                  # for the queries it times (`probe_queries`)
 ) -> Tuned:
     "Time every candidate plan for each batch class on the index's device; the fastest per class (the index is not changed)."
     start, g = time.perf_counter(), torch.Generator().manual_seed(seed)
@@ -124,11 +138,11 @@ def tune(
         size = min(batch, max(LARGE_BATCH, budget // max(len(index), 1)))
         rounds = -(-TUNE_QUERIES // size)
         n_items = min(len(index), max(TUNE_ITEMS, budget // (rounds * size)))
-        queries = torch.nn.functional.normalize(torch.randn(rounds, size, index.dim, generator=g), dim=2).to(index.device)
+        queries = probe_queries(index, (rounds, size), g)
         probe = index.head(n_items)
         small = queries[: max(1, rounds // 4), : max(1, size // 4)]
-        if index.device.type == "cuda":  # untimed: CUDA loads a kernel on its first call
-            for c in candidates(index): _time(probe, c, small, k)
+        # untimed: CUDA loads a kernel on its first call, the 8-bit pass makes its codes and ONNX Runtime session
+        for c in (c for c in candidates(index) if index.device.type == "cuda" or c.method == "int8"): _time(probe, c, small, k)
         first = {c: _time(probe, c, small, k) for c in candidates(index)}
         times = {c: [] for c, t in first.items() if t <= PRUNE * min(first.values())}
         timed = list(times)
@@ -162,10 +176,12 @@ def measure_once(
 
 # %% ../../nbs/index/09a_tuning.ipynb #de05dfa5
 def plan_record(tuned: Tuned) -> dict:
-    "A measured plan as `index.json` keeps it: the device it was measured on, the precision, a plan per batch class."
-    return dict(fingerprint=tuned.fingerprint, precision=tuned.precision, classes={str(b): asdict(p) for b, p in tuned.plans.items()})
+    "A measured plan as `index.json` keeps it: the device it was measured on, the precision, the methods it chose among, a plan per batch class."
+    return dict(fingerprint=tuned.fingerprint, precision=tuned.precision, methods=list(METHODS),
+                classes={str(b): asdict(p) for b, p in tuned.plans.items()})
 
 def restored_plan(record: dict | None, device: str | torch.device, precision: str) -> Tuned | None:
-    "A saved plan, if it was measured on this kind of device with this precision; else None (measure again)."
+    "A saved plan, if it was measured on this kind of device with this precision among today's methods; else None (measure again)."
     if not record or (record.get("fingerprint"), record.get("precision")) != (device_fingerprint(device), precision): return None
+    if record.get("methods") != list(METHODS): return None   # chosen before a method existed: it may no longer be the fastest
     return Tuned({int(b): Plan(**p) for b, p in record["classes"].items()}, record["fingerprint"], precision)
