@@ -98,6 +98,9 @@ def main():
     server = Server([sys.executable, "-m", "bentoml", "serve", "service:RecnbService", "--host", "127.0.0.1"], env, ROOT / "bentos",
                     ROOT / "bench" / "out" / "serve-breakdown.log")
     try:
+        import httpx
+        out["served_scorer"] = httpx.get(f"{server.url}/info", timeout=10).json()["scorer"]   # the plan the service measured
+        print("served scorer:", out["served_scorer"], flush=True)
         asyncio.run(served(server.url, queries, 10, 5, args.client))
         for rate in map(float, args.rates.split(",")):
             row = {**asyncio.run(served(server.url, queries, rate, args.duration, args.client)), "client": args.client}

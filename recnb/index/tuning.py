@@ -13,9 +13,9 @@ from .int8 import offers_int8
 
 # %% auto #0
 __all__ = ['METHODS', 'INT8_BLOCKS', 'PLAIN_BLOCKS', 'STEPPED_BLOCKS', 'BATCH_CLASSES', 'SMALL_BATCH', 'TUNE_SCORES',
-           'TUNE_ITEMS', 'TUNE_QUERIES', 'LARGE_BATCH', 'PRUNE', 'RETIME', 'MARGIN', 'PLANS', 'TUNE_FROM', 'Plan',
-           'device_fingerprint', 'fixed_plan', 'Tuned', 'bounded', 'candidates', 'probe_queries', 'tune',
-           'measure_once', 'plan_record', 'restored_plan']
+           'TUNE_ITEMS', 'TUNE_QUERIES', 'LARGE_BATCH', 'PRUNE', 'RETIME', 'MARGIN', 'IDLE_BEFORE_ALONE', 'PLANS',
+           'TUNE_FROM', 'Plan', 'device_fingerprint', 'fixed_plan', 'Tuned', 'bounded', 'candidates', 'probe_queries',
+           'tune', 'measure_once', 'plan_record', 'restored_plan']
 
 # %% ../../nbs/index/09a_tuning.ipynb #52f230e9
 METHODS = ("plain", "exact", "two_pass", "int8")
@@ -96,6 +96,9 @@ LARGE_BATCH = 256     # and at least this many of a larger batch's queries
 PRUNE = 3             # candidates this many times slower than the best in the first run are not timed further
 RETIME = 1.5          # nor, after a full run, those this many times slower than the best
 MARGIN = 0.9          # a more involved method replaces a simpler one only if it takes at most this share of its time
+# A lone query on a CPU is timed as it arrives in a service, after the cores idled: at 20 searches/s on 2 virtual
+# cores (AMD EPYC), waking the sleeping second core made a two-thread pass take 10-12 ms instead of 4-5 back to back
+IDLE_BEFORE_ALONE = 0.05
 PLANS: dict = {}      # what was measured in this process (a `Tuned`), by `_shape`: a fresh index of the same shape reuses it
 
 def _shape(index) -> tuple:
@@ -103,12 +106,16 @@ def _shape(index) -> tuple:
     return (device_fingerprint(index.device), index.precision, index.dim, len(index).bit_length(), index.chunk_size, index.max_scores)
 
 def _time(index, plan: Plan, batches: torch.Tensor, k: int) -> float:
-    "Seconds to search each of `batches` (searches × queries × d) for the top `k` as `plan` says."
+    "Seconds to search each of `batches` (searches × queries × d) for the top `k` as `plan` says; a lone query after an idle pause."
     sync = torch.cuda.synchronize if index.device.type == "cuda" else (lambda device: None)
-    sync(index.device); start = time.perf_counter()
-    for queries in batches: index.search_with_plan(queries, min(k, len(index)), None, plan)
-    sync(index.device)
-    return time.perf_counter() - start
+    alone = index.device.type == "cpu" and batches.shape[1] == 1
+    spent = 0.0
+    for queries in batches:
+        if alone: time.sleep(IDLE_BEFORE_ALONE)
+        sync(index.device); start = time.perf_counter()
+        index.search_with_plan(queries, min(k, len(index)), None, plan)
+        sync(index.device); spent += time.perf_counter() - start
+    return spent
 
 # %% ../../nbs/index/09a_tuning.ipynb #8ec2a309
 def probe_queries(index, shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
