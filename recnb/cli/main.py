@@ -187,8 +187,9 @@ def package(
     path: Path = typer.Argument(..., help="a run directory, or a sweep folder (its winner is packaged)"),
     force: bool = typer.Option(False, help="package a sweep winner that failed the gate (recorded in the model card)"),
     name: str = typer.Option("recnb", help="BentoML model name (the service loads RECNB_MODEL, recnb:latest by default)"),
-    encoder: str = typer.Option("auto", help="how the package holds its encoder: torch, onnx, onnx-int8, or auto (the fastest "
-                                "that keeps validation NDCG@10 within --max-ndcg-loss of torch)"),
+    encoder: str = typer.Option("auto", help="how the package holds its encoder: torch, onnx, onnx-int8, student-int8 (a student "
+                                "with half the layers distilled from the run's encoder, int8; trains for minutes on a CPU), or auto "
+                                "(the fastest of onnx-int8, onnx and torch that keeps validation NDCG@10 within --max-ndcg-loss of torch)"),
     max_ndcg_loss: Optional[float] = typer.Option(None, help="validation NDCG@10 a compressed encoder may lose against the torch "
                                                   "encoder; recnb.serve.compress.MAX_NDCG_LOSS when omitted"),
 ):

@@ -110,7 +110,11 @@ def _encoder_text(record: dict | None) -> str:
     for split, by_ranker in record[record["metric"]].items():
         rows += [f"| {ranker} | {split} | {v['torch']:.4f} | {v[record['format']]:.4f} |" for ranker, v in by_ranker.items()]
     cosine = record.get("query_cosine") or {}
-    return (f"`{record['format']}` (ONNX Runtime on the CPU{', int8 weights' if record['format'] == 'onnx-int8' else ''}; "
+    student = record.get("student")
+    made = (f"a student with the run's encoder's layers {student['layers']} of {student['teacher_layers']}, distilled on "
+            f"{student['texts']:,} of the shop's texts in {student['seconds']} s (loss {student['loss']}), int8 weights" if student else
+            "int8 weights" if record['format'] == 'onnx-int8' else "")
+    return (f"`{record['format']}` (ONNX Runtime on the CPU{'; ' + made if made else ''}; "
             f"{record['file_mb']} MB), chosen by `--encoder {record['chosen_by']}`: the whole catalog re-encoded by it, "
             f"{record['metric']} over the whole catalog next to the run's torch encoder. Validation loss {record['loss']:.4f} "
             f"(allowed {record['max_loss']}).{refused}\n\n" + "\n".join(rows) +
@@ -196,7 +200,7 @@ def package(
     path: str | Path,          # a run directory, or a sweep folder (its winner is packaged)
     force: bool = False,       # package a sweep winner that failed the gate (recorded in the card)
     name: str = MODEL_NAME,    # the BentoML model name
-    encoder: str = "auto",     # how the package holds its encoder: auto, torch, onnx or onnx-int8 (`recnb.serve.compress`)
+    encoder: str = "auto",     # how the package holds its encoder: auto, torch, onnx, onnx-int8 or student-int8 (`recnb.serve.compress`)
     max_ndcg_loss: float = MAX_NDCG_LOSS,  # validation NDCG@10 a compressed encoder may lose against torch
 ) -> str:
     "Store a finished run as a new version of BentoML model `name`; returns its tag."
