@@ -4,16 +4,16 @@
 
 # %% ../nbs/00_config.ipynb #1e3d9860
 from __future__ import annotations
-import configparser, json, os, shutil
+import configparser, json, os, re, shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Iterator
 
 # %% auto #0
-__all__ = ['SETTINGS_FILE', 'SECTION', 'PATH_KEYS', 'Settings', 'find_settings_file', 'project_root', 'load_settings',
-           'settings_environment', 'resolve_device', 'native_bf16', 'atomic_path', 'write_json', 'write_yaml',
-           'read_json', 'check_safetensors']
+__all__ = ['SETTINGS_FILE', 'SECTION', 'PATH_KEYS', 'YAML_FLOAT', 'YAML_FLOAT_FIRST', 'Settings', 'find_settings_file',
+           'project_root', 'load_settings', 'settings_environment', 'resolve_device', 'native_bf16', 'atomic_path',
+           'write_json', 'write_yaml', 'read_json', 'check_safetensors']
 
 # %% ../nbs/00_config.ipynb #f7d23ba0
 SETTINGS_FILE = "settings.ini"
@@ -128,10 +128,15 @@ def write_json(path: str | Path, value) -> None:
     "Write JSON atomically."
     with atomic_path(path) as tmp: tmp.write_text(json.dumps(value, indent=2, default=str))
 
+YAML_FLOAT = re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?(?:[eE][-+]?\d+)$|^[-+]?\d[\d_]*\.\d*$|^[-+]?\.\d+$")
+YAML_FLOAT_FIRST = list("-+0123456789.")   # what YAML_FLOAT's matches start with
+
 def write_yaml(path: str | Path, value) -> None:
-    "Write YAML atomically, keys in their order."
+    "Write YAML atomically, keys in their order; a string that `recnb.params.read_yaml` would read as a number (`5e-5`, a hex salt `2844e261`) is quoted."
     import yaml
-    with atomic_path(path) as tmp: tmp.write_text(yaml.safe_dump(value, sort_keys=False))
+    class Dumper(yaml.SafeDumper): pass
+    Dumper.add_implicit_resolver("tag:yaml.org,2002:float", YAML_FLOAT, YAML_FLOAT_FIRST)
+    with atomic_path(path) as tmp: tmp.write_text(yaml.dump(value, Dumper=Dumper, sort_keys=False))
 
 # %% ../nbs/00_config.ipynb #c0f1a7e2
 def read_json(

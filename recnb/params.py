@@ -4,11 +4,11 @@
 
 # %% ../nbs/12_params.ipynb #1315447e
 from __future__ import annotations
-import re
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from .config import YAML_FLOAT, YAML_FLOAT_FIRST
 from .data.datasets import dataset_problems
 from .names import MODEL_RANKERS, REC_RANKERS, SEARCH_RANKERS, metric_name
 
@@ -133,8 +133,7 @@ class Params(StrictModel):
 class ParamsLoader(yaml.SafeLoader):
     "YAML as a researcher means it: `5e-5` is a number."
 
-ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
-    r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?(?:[eE][-+]?\d+)$|^[-+]?\d[\d_]*\.\d*$|^[-+]?\.\d+$"), list("-+0123456789."))
+ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float", YAML_FLOAT, YAML_FLOAT_FIRST)   # and `write_yaml` quotes such strings
 
 class ParamsError(ValueError):
     "A parameter file with problems; `problems` lists them all as 'file: key: message'."
