@@ -76,3 +76,26 @@ def test_no_function_is_over_about_60_lines_without_a_reason():
             reason = any("# long:" in line for line in lines[node.lineno - 2:body[0].lineno - 1] if body)
             if size > MAX_FUNCTION_LINES * 1.1 and not reason: too_long[f"{name}.{node.name}"] = size
     assert not too_long, f"functions over {MAX_FUNCTION_LINES} lines (by 10 %) without a `# long:` reason: {too_long}"
+
+
+def _mixes_imports_with_code(source: str) -> bool:
+    lines = ["" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()]
+    try: top = ast.parse("\n".join(lines)).body
+    except SyntaxError: return False
+    imports = [n for n in top if isinstance(n, (ast.Import, ast.ImportFrom))]
+    return bool(imports) and len(imports) < len(top)
+
+
+def test_no_documented_notebook_cell_mixes_imports_with_code():
+    "A module notebook's imports stand in cells of their own."
+    # nbdev runs a module notebook's import cells alone when it processes the docs (`nbdev-proc-nbs`, and `nbdev-test`
+    # from nbdev 3.3): a cell that also uses a name an earlier cell made fails there (the twentieth stop's CI: NameError).
+    import json
+    mixed = []
+    for path in sorted((PACKAGE.parent / "nbs").rglob("*.ipynb")):
+        cells = [("".join(c["source"]), c["cell_type"]) for c in json.loads(path.read_text())["cells"]]
+        if not any(kind == "code" and s.lstrip().startswith("#| export") for s, kind in cells): continue
+        mixed += [f"{path.name} cell {i}: {s.splitlines()[0]!r}" for i, (s, kind) in enumerate(cells)
+                  if kind == "code" and "nbdev_export" not in s and "#| export" not in s and _mixes_imports_with_code(s)]
+    assert _mixes_imports_with_code("import os\nx = os.sep") and not _mixes_imports_with_code("#| hide\nimport os")
+    assert not mixed, "put these imports in a cell of their own:\n" + "\n".join(mixed)
