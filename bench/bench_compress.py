@@ -2,8 +2,8 @@
 
 python bench/bench_compress.py RUN_DIR [--kinds onnx onnx-int8 student-int8] [--json out.json]
 For each variant: texts/s encoding one query per call (the package's test queries) and 64 per call (catalog titles),
-size on disk, and NDCG@10 over the whole catalog (re-encoded by that variant) on validation and test, for the dense
-ranker alone and for the run's served ranker, all through `recnb.serve.compress.compress_encoder`, as `recnb package` does.
+size on disk, and NDCG@10 over the whole catalog (re-encoded by that variant; the student keeps the run's item vectors)
+on validation and test, for the dense ranker alone and for the run's served ranker, all through `recnb.serve.compress.compress_encoder`, as `recnb package` does.
 """
 from __future__ import annotations
 import argparse, json, sys, tempfile, time

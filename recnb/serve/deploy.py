@@ -114,12 +114,15 @@ def _encoder_text(record: dict | None) -> str:
     made = (f"a student with the run's encoder's layers {student['layers']} of {student['teacher_layers']}, distilled on "
             f"{student['texts']:,} of the shop's texts in {student['seconds']} s (loss {student['loss']}), int8 weights" if student else
             "int8 weights" if record['format'] == 'onnx-int8' else "")
+    items_text = ("the run's own item vectors kept, queries encoded by it" if record.get("items") == "torch"
+                  else "the whole catalog re-encoded by it")
     return (f"`{record['format']}` (ONNX Runtime on the CPU{'; ' + made if made else ''}; "
-            f"{record['file_mb']} MB), chosen by `--encoder {record['chosen_by']}`: the whole catalog re-encoded by it, "
+            f"{record['file_mb']} MB), chosen by `--encoder {record['chosen_by']}`: "
+            f"{items_text}, "
             f"{record['metric']} over the whole catalog next to the run's torch encoder. Validation loss {record['loss']:.4f} "
             f"(allowed {record['max_loss']}).{refused}\n\n" + "\n".join(rows) +
-            f"\n\nCosine to the torch encoder's vectors: items mean {record['item_cosine'].get('mean')}, min {record['item_cosine'].get('min')}"
-            + (f"; validation queries mean {cosine.get('mean')}, min {cosine.get('min')}" if cosine else ""))
+            f"\n\nCosine to the torch encoder's vectors: " + "; ".join(
+                f"{what} mean {c.get('mean')}, min {c.get('min')}" for what, c in (("items", record.get("item_cosine")), ("validation queries", cosine)) if c))
 
 def model_card(
     run_dir: Path,            # the packaged run
