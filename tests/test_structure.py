@@ -90,10 +90,10 @@ def test_no_documented_notebook_cell_mixes_imports_with_code():
     "A module notebook's imports stand in cells of their own."
     # nbdev runs a module notebook's import cells alone when it processes the docs (`nbdev-proc-nbs`, and `nbdev-test`
     # from nbdev 3.3): a cell that also uses a name an earlier cell made fails there (the twentieth stop's CI: NameError).
-    import json
+    import nbformat
     mixed = []
     for path in sorted((PACKAGE.parent / "nbs").rglob("*.ipynb")):
-        cells = [("".join(c["source"]), c["cell_type"]) for c in json.loads(path.read_text())["cells"]]
+        cells = [(c.source, c.cell_type) for c in nbformat.read(path, as_version=4).cells]
         if not any(kind == "code" and s.lstrip().startswith("#| export") for s, kind in cells): continue
         mixed += [f"{path.name} cell {i}: {s.splitlines()[0]!r}" for i, (s, kind) in enumerate(cells)
                   if kind == "code" and "nbdev_export" not in s and "#| export" not in s and _mixes_imports_with_code(s)]

@@ -57,7 +57,8 @@ def compress_encoder(
     if kind == DISTILLED: source, student = distill(encoder, *distill_texts(encoder, index, data, history_items))
     compressed = load_encoder(export_onnx(source, directory, int8=kind != "onnx"))
     exported_s = time.perf_counter() - start
-    if kind in KEEPS_ITEMS: new_index = index
+    keeps_items = kind in KEEPS_ITEMS
+    if keeps_items: new_index = index
     else:
         new_index = ItemIndex(compressed.encode(data.catalog.texts()), data.catalog.ids, device=index.device)
         if index.tuned:   # a scorer plan depends on the catalog's size and the device, not on the vectors
@@ -76,8 +77,8 @@ def compress_encoder(
               QUALITY_METRIC: {split: {name: {"torch": scores[f"torch:{name}"], kind: scores[f"{kind}:{name}"]}
                                        for name in dict.fromkeys([ranker, "fine-tuned"])} for split, scores in quality.items()},
               "query_cosine": _cosines(encoder.encode(queries), compressed.encode(queries)) if queries else None,
-              "items": "torch" if new_index is index else kind,   # which encoder's vectors the package's index holds
-              "item_cosine": None if new_index is index else _cosines(index.vectors.cpu(), new_index.vectors.cpu()),
+              "items": "torch" if keeps_items else kind,   # which encoder's vectors the package's index holds
+              "item_cosine": None if keeps_items else _cosines(index.vectors.cpu(), new_index.vectors.cpu()),
               "file_mb": round((Path(directory) / ONNX_FILE).stat().st_size / 1e6, 1),
               "seconds": {"export": round(exported_s, 1), "total": round(time.perf_counter() - start, 1)}}
     if student: record["student"] = student

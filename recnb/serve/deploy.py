@@ -117,8 +117,7 @@ def _encoder_text(record: dict | None) -> str:
     items_text = ("the run's own item vectors kept, queries encoded by it" if record.get("items") == "torch"
                   else "the whole catalog re-encoded by it")
     return (f"`{record['format']}` (ONNX Runtime on the CPU{'; ' + made if made else ''}; "
-            f"{record['file_mb']} MB), chosen by `--encoder {record['chosen_by']}`: "
-            f"{items_text}, "
+            f"{record['file_mb']} MB), chosen by `--encoder {record['chosen_by']}`: {items_text}, "
             f"{record['metric']} over the whole catalog next to the run's torch encoder. Validation loss {record['loss']:.4f} "
             f"(allowed {record['max_loss']}).{refused}\n\n" + "\n".join(rows) +
             f"\n\nCosine to the torch encoder's vectors: " + "; ".join(
