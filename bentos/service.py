@@ -20,7 +20,7 @@ from recnb.ab.ab_serving import ArmedModels, load_models, read_promotion, unit_o
 from recnb.serve.bentoml_hooks import exit_with_parent, install_edge, quiet_rejections
 from recnb.serve.gateway import ApiKeyMiddleware
 from recnb.serve.serving import (MAX_K, Answer, AnswerCache, FeedbackAck, FeedbackBody, QueryBatcher, Ranked, RecommendBody,
-                           RequestError, SearchBatchBody, SearchBody, SimilarBody)
+                           RequestError, SearchBatchBody, SearchBody, SimilarBody, freeze_loaded)
 from recnb.serve.monitoring import OperationalMiddleware, ServiceMonitor, count_answer, count_cache, count_feedback, count_rejected
 
 MODEL_TAG = os.environ.get("RECNB_MODEL", "recnb:latest")
@@ -93,6 +93,7 @@ class RecnbService:
                 model = models[tag]
                 self.monitors[tag] = ServiceMonitor(model.describe(), load_file(str(model.path / "reference.safetensors")),
                                                     arm=label, window=DRIFT_WINDOW)
+        freeze_loaded()   # a full garbage collection no longer walks the loaded models inside a request
 
     def describe(self) -> dict:
         "What /info shows."

@@ -6,7 +6,7 @@ the request limits and the request bodies. The HTTP edge (error bodies, the API 
 
 # %% ../../nbs/serve/19_serving.ipynb #d16a5d4b
 from __future__ import annotations
-import json, unicodedata
+import json, time, unicodedata
 from pathlib import Path
 from typing import Annotated, Literal, Sequence
 import pandas as pd
@@ -20,10 +20,10 @@ from .feedback import EVENTS
 
 # %% auto #0
 __all__ = ['MAX_K', 'MAX_QUERY_CHARS', 'MAX_HISTORY', 'MAX_ITEM_ID_CHARS', 'MAX_BATCH_QUERIES', 'MAX_UNIT_CHARS',
-           'SERVED_BATCHES', 'Query', 'TopK', 'ItemId', 'History', 'Unit', 'CASE_PROBES', 'SearchBody',
-           'SearchBatchBody', 'RecommendBody', 'SimilarBody', 'Hit', 'Answer', 'FeedbackBody', 'FeedbackAck', 'Ranked',
-           'RequestError', 'PackagedModel', 'rank_queries', 'QueryBatcher', 'is_case_blind', 'query_key', 'AnswerCache',
-           'check_items', 'recommend', 'similar', 'hits']
+           'SERVED_BATCHES', 'WARM_UP_BATCHES', 'Query', 'TopK', 'ItemId', 'History', 'Unit', 'CASE_PROBES',
+           'SearchBody', 'SearchBatchBody', 'RecommendBody', 'SimilarBody', 'Hit', 'Answer', 'FeedbackBody',
+           'FeedbackAck', 'Ranked', 'RequestError', 'PackagedModel', 'rank_queries', 'QueryBatcher', 'is_case_blind',
+           'query_key', 'AnswerCache', 'check_items', 'recommend', 'similar', 'hits', 'warm_up', 'freeze_loaded']
 
 # %% ../../nbs/serve/19_serving.ipynb #a80db0d8
 MAX_K = 100              # most items one answer returns
@@ -33,6 +33,7 @@ MAX_ITEM_ID_CHARS = 200  # longest item id accepted
 MAX_BATCH_QUERIES = 128  # most queries in one /search_batch request
 MAX_UNIT_CHARS = 200     # longest shopper id accepted (the `user` field or the X-Recnb-User header)
 SERVED_BATCHES = (1, 64)  # the batch sizes a service scores (one query; `QueryBatcher`'s and /search_batch's batches)
+WARM_UP_BATCHES = tuple(1 << i for i in range(max(SERVED_BATCHES).bit_length()))  # 1, 2, 4 … 64: ranked once at load (`warm_up`)
 
 def _visible(text: str) -> str:
     if not any(unicodedata.category(c)[0] not in "CZ" for c in text):
@@ -130,7 +131,6 @@ class PackagedModel:
         self.case_blind = is_case_blind(self.encoder.tokenizer)   # the answer cache's normal form (`AnswerCache`)
         self.index = ItemIndex.load(self.path / "index", device=self.encoder.device)
         self.calibration_s = self.index.calibrate(SERVED_BATCHES, k=MAX_K)  # now, not inside the first request
-        if self.calibration_s: print(f"recnb: scorer calibrated in {self.calibration_s:.2f} s for {len(self.index):,} items on {self.index.device}", flush=True)
         table = pd.read_parquet(self.path / "catalog.parquet")
         self.titles = table["title"].astype(str).tolist()
         self.position = {item: p for p, item in enumerate(table["item_id"].astype(str))}
@@ -146,6 +146,9 @@ class PackagedModel:
         self.hybrid = rankers.get("fine-tuned+bm25")
         self.recommender = (self.ranker if self.info["task"] == "recommendation"  # a search model recommends by item vectors
                             else DenseRanker(self.encoder, self.catalog, self.index, "item-mean", history="items"))
+        self.warm_up_s = self.warm_up()   # what the first requests would make, made before the service reports ready
+        print(f"recnb: {self.tag} ready: scorer calibrated in {self.calibration_s:.2f} s, warmed up in {self.warm_up_s:.2f} s "
+              f"({len(self.index):,} items on {self.index.device})", flush=True)
 
     def __len__(self): return len(self.titles)
 
@@ -158,6 +161,7 @@ class PackagedModel:
                                                             "max_history": MAX_HISTORY, "max_batch_queries": MAX_BATCH_QUERIES},
                 "gate": {"applied": self.info["gate"] is not None, "passed": (self.info["gate"] or {}).get("passed"),
                          "forced": self.info["forced"]},
+                "warm_up_s": round(self.warm_up_s, 3),
                 "scorer": {"calibration_s": round(self.calibration_s, 3),
                            "plans": {str(b): p.method for b, p in (self.index.tuned.plans if self.index.tuned else {}).items()} or "fixed rule (a small catalog)"}}
 
@@ -300,3 +304,23 @@ def hits(
             for i, s in zip(ranking.ids[row], ranking.scores[row])]
 
 PackagedModel.check_items, PackagedModel.recommend, PackagedModel.similar, PackagedModel.hits = check_items, recommend, similar, hits
+
+# %% ../../nbs/serve/19_serving.ipynb #01656ab7
+def warm_up(self: PackagedModel) -> float:
+    "Rank catalog titles as queries in batches of each `WARM_UP_BATCHES` size, recommend and find similar items once; seconds taken."
+    start = time.perf_counter()
+    texts = [t for t in self.titles[:4 * max(WARM_UP_BATCHES)] if t.strip()] or ["warm up"]
+    for size in WARM_UP_BATCHES: self.rank_queries([texts[i % len(texts)] for i in range(size)])
+    if self.position:
+        first = next(iter(self.position))
+        self.recommend([first], k=1); self.similar(first, k=1)
+    return time.perf_counter() - start
+
+PackagedModel.warm_up = warm_up
+
+# %% ../../nbs/serve/19_serving.ipynb #326a991b
+def freeze_loaded() -> int:
+    "Collect once, then move every object alive now into the collector's permanent generation (`gc.freeze`); how many are there."
+    import gc
+    gc.collect(); gc.freeze()
+    return gc.get_freeze_count()
