@@ -6,7 +6,7 @@ the request limits and the request bodies. The HTTP edge (error bodies, the API 
 
 # %% ../../nbs/serve/19_serving.ipynb #d16a5d4b
 from __future__ import annotations
-import json, time, unicodedata
+import gc, json, time, unicodedata
 from pathlib import Path
 from typing import Annotated, Literal, Sequence
 import pandas as pd
@@ -321,6 +321,5 @@ PackagedModel.warm_up = warm_up
 # %% ../../nbs/serve/19_serving.ipynb #326a991b
 def freeze_loaded() -> int:
     "Collect once, then move every object alive now into the collector's permanent generation (`gc.freeze`); how many are there."
-    import gc
     gc.collect(); gc.freeze()
     return gc.get_freeze_count()
