@@ -19,9 +19,10 @@ from starlette.routing import Route
 from recnb.ab.ab_serving import ArmedModels, load_models, read_promotion, unit_of
 from recnb.serve.bentoml_hooks import exit_with_parent, install_edge, quiet_rejections
 from recnb.serve.gateway import ApiKeyMiddleware
-from recnb.serve.serving import (MAX_K, Answer, AnswerCache, FeedbackAck, FeedbackBody, QueryBatcher, Ranked, RecommendBody,
+from recnb.serve.cache import AnswerCache
+from recnb.serve.serving import (MAX_K, Answer, FeedbackAck, FeedbackBody, QueryBatcher, Ranked, RecommendBody,
                            RequestError, SearchBatchBody, SearchBody, SimilarBody, freeze_loaded)
-from recnb.serve.monitoring import OperationalMiddleware, ServiceMonitor, count_answer, count_cache, count_feedback, count_rejected
+from recnb.serve.monitoring import OperationalMiddleware, ServiceMonitor, count_answer, count_cache, count_feedback, count_rejected, count_rerank
 
 MODEL_TAG = os.environ.get("RECNB_MODEL", "recnb:latest")
 API_KEY = os.environ.get("RECNB_API_KEY") or None
@@ -29,6 +30,11 @@ MAX_BATCH = int(os.environ.get("RECNB_MAX_BATCH", "64"))   # queries ranked in o
 BATCHING = os.environ.get("RECNB_BATCHING", "1") != "0"    # 0: every /search ranks alone (the benchmark's comparison)
 CACHE_SIZE = int(os.environ.get("RECNB_CACHE_SIZE", "4096"))  # /search answers kept per worker for repeated queries; 0: none
 if CACHE_SIZE < 0: sys.exit(f"recnb: RECNB_CACHE_SIZE={CACHE_SIZE}: give 0 (no cache) or more")
+RERANK_TIMEOUT_MS = os.environ.get("RECNB_RERANK_TIMEOUT_MS")  # a two-stage package's time budget per batch (its run's rerank.timeout_ms when unset); 0: first stage only
+try: RERANK_TIMEOUT_MS = None if RERANK_TIMEOUT_MS in (None, "") else float(RERANK_TIMEOUT_MS)
+except ValueError: RERANK_TIMEOUT_MS = -1.0
+if RERANK_TIMEOUT_MS is not None and not 0 <= RERANK_TIMEOUT_MS < float("inf"):
+    sys.exit(f"recnb: RECNB_RERANK_TIMEOUT_MS={os.environ['RECNB_RERANK_TIMEOUT_MS']}: give milliseconds, 0 or more (0: no second stage)")
 MONITORING = os.environ.get("RECNB_MONITORING", "1") != "0"  # 0: no recnb metrics, drift or anomaly detection
 ARM = os.environ.get("RECNB_ARM", "champion")               # the arm's name without an experiment
 DRIFT_WINDOW = int(os.environ.get("RECNB_DRIFT_WINDOW", "100"))   # live queries compared with the reference
@@ -76,6 +82,8 @@ class RecnbService:
         packages = [getattr(self, f"package_{i}") for i in range(len(TAGS))]
         try:
             models, self.costs = load_models({t: p.path for t, p in zip(TAGS, packages)}, tags={t: str(p.tag) for t, p in zip(TAGS, packages)})
+            if RERANK_TIMEOUT_MS is not None:
+                for model in models.values(): model.rerank_timeout_s = RERANK_TIMEOUT_MS / 1000
             log = None
             if EXPERIMENT:
                 from recnb.serve.feedback import FeedbackLog
@@ -106,12 +114,14 @@ class RecnbService:
                           "promotion": {k: v for k, v in (read_promotion(LOG_PATH, EXPERIMENT.name if EXPERIMENT else None) or {}).items() if k != "report"} or None}
         return {**champion.describe(), "arm": self.armed.arms_for(None)[0].name, "experiment": experiment}
 
-    def _rank(self, tag: str, queries: list[str]) -> list[tuple[Ranked, object, object]]:
-        "Each query's top MAX_K, vector and best score (what the answer cache keeps), after monitoring saw them."
+    def _rank(self, tag: str, queries: list[str]) -> list[tuple[Ranked, object, object, bool]]:
+        "Each query's top MAX_K, vector and best score (what the answer cache keeps) and whether it is final, after monitoring saw them."
         ranking, vectors, best = self.armed.models[tag].rank_queries(queries, k=MAX_K)
         if tag in self.monitors: self.monitors[tag].searched(queries, vectors, best)
-        return [(Ranked(ids=i, scores=s), v.clone(), b.clone())   # copies: a cached row must not hold its whole batch
-                for i, s, v, b in zip(ranking.ids, ranking.scores, vectors, best)]
+        if MONITORING and ranking.reranked is not None: count_rerank(self.labels[tag], ranking.reranked)
+        final = ranking.reranked or [True] * len(queries)   # False: a two-stage model's fallback (not cached)
+        return [(Ranked(ids=i, scores=s), v.clone(), b.clone(), f)   # copies: a cached row must not hold its whole batch
+                for i, s, v, b, f in zip(ranking.ids, ranking.scores, vectors, best, final)]
 
     async def _search_one(self, tag: str, query: str) -> Ranked:
         "One /search query's ranking by model `tag`: from the answer cache (monitored like a computed one), or computed."
@@ -123,7 +133,7 @@ class RecnbService:
             return found[0]
         if BATCHING: found = await self.batchers[tag](query)
         else: found = (await asyncio.to_thread(self._rank, tag, [query]))[0]
-        self.cache.put(model, query, found)
+        if found[3]: self.cache.put(model, query, found)   # a fallback answer is not kept: the next ask may be re-ranked
         return found[0]
 
     def _unit(self, user: str | None, ctx: bentoml.Context) -> str | None:
@@ -147,7 +157,7 @@ class RecnbService:
     def search_batch(self, queries: list[str]) -> list[Ranked]:
         "The champion's top 100 items of each query in a list (1 to 128 queries), ranked in passes of up to 64."
         tag = self.armed.arms_for(None)[0].model
-        return [row for i in range(0, len(queries), MAX_BATCH) for row, _, _ in self._rank(tag, queries[i:i + MAX_BATCH])]
+        return [row for i in range(0, len(queries), MAX_BATCH) for row, *_ in self._rank(tag, queries[i:i + MAX_BATCH])]
 
     @bentoml.api(input_spec=SearchBody)
     async def search(self, ctx: bentoml.Context, query: str, k: int = 10, user: str | None = None) -> Answer:

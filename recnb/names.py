@@ -7,14 +7,15 @@ from __future__ import annotations
 import re
 
 # %% auto #0
-__all__ = ['SEARCH_RANKERS', 'REC_RANKERS', 'SEQUENCE_RANKERS', 'MODEL_RANKERS', 'STANDARD_BASELINES', 'METRICS', 'parse_metric',
-           'metric_name']
+__all__ = ['SEARCH_RANKERS', 'REC_RANKERS', 'SEQUENCE_RANKERS', 'TWO_STAGE', 'MODEL_RANKERS', 'STANDARD_BASELINES', 'METRICS',
+           'parse_metric', 'metric_name']
 
 # %% ../nbs/05b_names.ipynb #b5b00006
 SEARCH_RANKERS = ("bm25", "zero-shot", "hybrid-rrf", "hybrid-blend")
 REC_RANKERS = ("popularity", "co-occurrence", "zero-shot")
 SEQUENCE_RANKERS = ("sasrec", "sasrec+co-occurrence", "fine-tuned+sasrec+co-occurrence")  # built by `recnb.train.sequence.sequence_rankers`
-MODEL_RANKERS = ("fine-tuned", "fine-tuned+bm25", "fine-tuned-items", "fine-tuned+co-occurrence") + SEQUENCE_RANKERS  # never baselines
+TWO_STAGE = "two-stage"   # search: the best first stage re-ranked by the cross-encoder (`recnb.train.rerank.RerankedRanker`)
+MODEL_RANKERS = ("fine-tuned", "fine-tuned+bm25", "fine-tuned-items", "fine-tuned+co-occurrence") + SEQUENCE_RANKERS + (TWO_STAGE,)  # never baselines
 STANDARD_BASELINES = {"search": ("bm25", "zero-shot", "hybrid-rrf"), "recommendation": REC_RANKERS}  # when none are named
 
 # %% ../nbs/05b_names.ipynb #b5b00009

@@ -14,8 +14,8 @@ from .names import MODEL_RANKERS, REC_RANKERS, SEARCH_RANKERS, metric_name
 
 # %% auto #0
 __all__ = ['Metric', 'Baseline', 'StrictModel', 'FeedbackData', 'DataParams', 'TrainParams', 'EvalParams', 'ResourceParams',
-           'SequenceParams', 'Params', 'ParamsLoader', 'ParamsError', 'read_yaml', 'problems_of', 'validate_params',
-           'validate_train', 'load_params', 'set_dotted']
+           'SequenceParams', 'RerankParams', 'Params', 'ParamsLoader', 'ParamsError', 'read_yaml', 'problems_of',
+           'validate_params', 'validate_train', 'load_params', 'set_dotted']
 
 # %% ../nbs/12_params.ipynb #7a74f8f3
 class StrictModel(BaseModel):
@@ -116,12 +116,36 @@ class SequenceParams(StrictModel):
         if self.dim % self.heads: raise ValueError(f"heads ({self.heads}) must divide dim ({self.dim})")
         return self
 
+class RerankParams(StrictModel):
+    "Search's second stage (`recnb.train.rerank`): a cross-encoder that re-scores the first stage's top `top_n`, its training and its serving budget."
+    steps: int = Field(0, ge=0)                  # training steps; 0: no second stage
+    start: Literal["run", "pretrained"] = "run"  # the run's fine-tuned encoder, or the pretrained one (train.model)
+    batch_queries: int = Field(16, ge=1)         # training queries per step, each with one judged item and `negatives` mined ones
+    negatives: int = Field(5, ge=1)
+    depth: int = Field(30, ge=2)                 # negatives come from the first stage's top `depth`
+    min_positive_gain: float = Field(1.0, gt=0)  # judged items at least this good are positives (drawn in proportion to their gain)
+    max_negative_gain: float = Field(0.34, ge=0) # mined items judged at most this good (or unjudged) are negatives
+    lr: float = Field(1e-4, gt=0, lt=1)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    max_length: int = Field(48, ge=8, le=512)    # tokens of the query and the item's title together
+    precision: str = "auto"                      # Lightning's; auto: bf16 mixed where the device computes in bf16 natively
+    top_n: int = Field(50, ge=2, le=100)         # first-stage items re-scored, in evaluation and in the service (at most its 100)
+    weight: float = Field(1.0, ge=0)             # the first stage's min–max scaled score in the blend (the cross-encoder's weighs 1)
+    timeout_ms: float = Field(250.0, gt=0)       # served: queries of a batch not re-ranked within this keep the first stage's order
+
+    @model_validator(mode="after")
+    def _gains_apart(self):
+        if self.max_negative_gain >= self.min_positive_gain:
+            raise ValueError(f"max_negative_gain ({self.max_negative_gain}) must be below min_positive_gain ({self.min_positive_gain})")
+        return self
+
 class Params(StrictModel):
     "One parameter set: everything a run needs."
     name: str = "default"
     seed: int = 0
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
+    rerank: RerankParams = RerankParams()        # search: the cross-encoder of the two-stage search
     sequence: SequenceParams = SequenceParams()  # recommendation: the sequential model of item ids
     eval: EvalParams = EvalParams()
     tracker: Literal["offline", "online", "disabled", "settings"] = "settings"  # wandb mode; settings = tracker_mode setting

@@ -23,6 +23,7 @@ class Ranking:
     "For each query or shopper: item ids best first, and their scores."
     ids: list[list[str]]
     scores: list[list[float]]
+    reranked: list[bool] | None = None   # a two-stage search: which rows the second stage re-ranked (the rest kept the first order)
 
     def __len__(self): return len(self.ids)
 

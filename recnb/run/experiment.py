@@ -79,7 +79,7 @@ def champion_ranker(
     "The champion's own ranker (its encoder, ranker, fusion, history length) over this run's catalog (scored as `champion`)."
     from recnb.data.bundles import task_of
     from recnb.rank.evaluate import model_rankers
-    from recnb.names import SEQUENCE_RANKERS
+    from recnb.names import SEQUENCE_RANKERS, TWO_STAGE
     from recnb.index.onnx_encoder import load_encoder
     from recnb.params import load_params
     from recnb.index.scorer import ItemIndex
@@ -87,13 +87,19 @@ def champion_ranker(
     path = Path(path)
     if (path / PACKAGE_FILE).is_file():
         info = verify_package(path)
-        ranker, fusion, history_items = info["ranker"], info["fusion"], info["history_items"]
+        ranker, fusion, history_items, second = info["ranker"], info["fusion"], info["history_items"], info.get("rerank")
     else:
         params = load_params(path / "params.yaml")
         ranker, fusion, history_items = json.loads((path / "metrics.json").read_text())["model"], params.eval.fusion, params.train.history_items
+        second = params.rerank.model_dump()
     if ranker in SEQUENCE_RANKERS:
         raise ValueError(f"eval.champion: {path}'s model {ranker!r} ranks with the sequence model, which cannot be served "
                          "as a champion yet; name a run or package whose model is a text ranker")
+    cross = None
+    if ranker == TWO_STAGE:   # its first stage, then the cross-encoder with the settings it was trained and evaluated with
+        from recnb.train.rerank import CrossEncoder
+        cross = CrossEncoder.load(path / "rerank", fix="eval.champion: give a champion whose rerank/ is whole")
+        ranker = cross.info["first_stage"]
     encoder = load_encoder(path / "model")   # a package's compressed encoder, or the run's torch one
     task = task_of(data)
     if task == "recommendation" and cooccurrence is None and ranker == "fine-tuned+co-occurrence":
@@ -101,7 +107,9 @@ def champion_ranker(
         cooccurrence = CooccurrenceRanker(data.split().train)
     rankers = model_rankers(task, encoder, ItemIndex.build(encoder, data.catalog), data.catalog, history_items,
                             fuse_with_bm25=ranker == "fine-tuned+bm25", fusion=fusion, bm25=bm25, cooccurrence=cooccurrence)
-    return rankers[ranker]
+    if cross is None: return rankers[ranker]
+    from recnb.train.rerank import RerankedRanker
+    return RerankedRanker(rankers[ranker], cross, data.catalog, second["top_n"], second["weight"])
 
 # %% ../../nbs/run/16_experiment.ipynb #0e1ebc2c
 def _text_model(params: Params, data, run_dir: Path, zero_shot, clock: Stopwatch, tracker: str, progress: bool):
@@ -120,7 +128,7 @@ def _text_model(params: Params, data, run_dir: Path, zero_shot, clock: Stopwatch
 
 def _task_problems(params: Params, name: str, search: bool, text: bool) -> list[str]:
     "What the parameters ask that this dataset's task cannot do, all at once, before any training."
-    from recnb.names import SEQUENCE_RANKERS
+    from recnb.names import SEQUENCE_RANKERS, TWO_STAGE
     problems, sequence, chosen = [], params.sequence.epochs > 0, params.eval.model_ranker
     if search and sequence:
         problems.append(f"sequence.epochs: {name} is a search dataset and the sequence model learns from shoppers' histories; set it to 0")
@@ -128,7 +136,29 @@ def _task_problems(params: Params, name: str, search: bool, text: bool) -> list[
         problems.append(f"{name}: its items have no text, so only a sequence model can learn from it: set sequence.epochs above 0")
     if chosen in SEQUENCE_RANKERS and (search or not sequence):
         problems.append(f"eval.model_ranker {chosen!r} is a sequence-model ranker: it needs a recommendation dataset and sequence.epochs above 0")
+    if params.rerank.steps and not search:
+        problems.append(f"rerank.steps: {name} is a recommendation dataset and the cross-encoder re-ranks search results; set it to 0")
+    if chosen == TWO_STAGE and not (search and params.rerank.steps):
+        problems.append(f"eval.model_ranker {chosen!r} needs a search dataset and rerank.steps above 0")
     return problems
+
+def _later_models(params: Params, data, run_dir: Path, ours: dict, valid: dict, cooccurrence, clock: Stopwatch, progress: bool) -> tuple[dict, dict]:
+    "What is trained on top of the text model, by name, and what its fit reported: search's second stage, recommendation's sequence model."
+    from recnb.data.bundles import task_of
+    from recnb.train.rerank import RerankedRanker, fit_reranker
+    from recnb.train.sequence import fit_sequence, sequence_rankers
+    from recnb.names import TWO_STAGE
+    if task_of(data) == "search" and params.rerank.steps:
+        first = max(ours, key=lambda r: valid[r][params.eval.metrics[0]])   # the best first stage on validation
+        with clock.stage("rerank"):
+            cross = fit_reranker(data, run_dir, ours[first], first, params.rerank, params.seed, params.train.model, progress)
+        return ({TWO_STAGE: RerankedRanker(ours[first], cross, data.catalog, params.rerank.top_n, params.rerank.weight)},
+                {"rerank": {k: cross.info[k] for k in ("first_stage", "steps", "training_queries", "seconds", "pairs_per_second", "final_loss")}})
+    if task_of(data) == "recommendation" and params.sequence.epochs:
+        with clock.stage("sequence"): sasrec = fit_sequence(data, run_dir, params.sequence, params.seed, progress)
+        return (sequence_rankers(sasrec, cooccurrence, ours.get("fine-tuned"), params.eval.fusion),
+                {"sequence": {k: sasrec.info[k] for k in ("best_val_ndcg@10", "epochs_run", "train_sequences")}})
+    return {}, {}
 
 def run(
     params: Params,                # validated parameters
@@ -142,7 +172,6 @@ def run(
     from recnb.index.encoder import Encoder
     from recnb.rank.evaluate import baseline_rankers, evaluate_recommendation, evaluate_search, model_rankers
     from recnb.index.scorer import ItemIndex
-    from recnb.train.sequence import fit_sequence, sequence_rankers
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").unlink(missing_ok=True)
     write_yaml(run_dir / "params.yaml", params.model_dump(mode="json"))
@@ -179,12 +208,9 @@ def run(
             ours = model_rankers(task_of(data), tuned, index, data.catalog, params.train.history_items,
                                  params.eval.fuse_with_bm25, params.eval.fusion, baselines.get("bm25"), cooccurrence)
             score(ours)
-    if not search and params.sequence.epochs:
-        with clock.stage("sequence"): sasrec = fit_sequence(data, run_dir, params.sequence, params.seed, progress)
-        fit_info["sequence"] = {k: sasrec.info[k] for k in ("best_val_ndcg@10", "epochs_run", "train_sequences")}
-        with clock.stage("evaluate"):
-            found = sequence_rankers(sasrec, cooccurrence, ours.get("fine-tuned"), params.eval.fusion)
-            score(found); ours.update(found)
+    later, later_fits = _later_models(params, data, run_dir, ours, metrics["valid"], cooccurrence, clock, progress)
+    with clock.stage("evaluate"): score(later)
+    ours.update(later); fit_info.update(later_fits)
     first = params.eval.metrics[0]
     choice = params.eval.model_ranker
     if choice == "best":

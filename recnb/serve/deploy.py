@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 import yaml
 from .compress import ENCODER_CHOICES, MAX_NDCG_LOSS
-from ..names import SEQUENCE_RANKERS
+from ..names import SEQUENCE_RANKERS, TWO_STAGE
 from ..config import check_safetensors, read_json, write_json
 from ..run.verify import PACKAGE_FILE, file_digests, verify_package
 
@@ -123,6 +123,15 @@ def _encoder_text(record: dict | None) -> str:
             f"\n\nCosine to the torch encoder's vectors: " + "; ".join(
                 f"{what} mean {c.get('mean')}, min {c.get('min')}" for what, c in (("items", record.get("item_cosine")), ("validation queries", cosine)) if c))
 
+def _rerank_text(info: dict, training: dict) -> str:
+    "The model card's line on the second stage of a two-stage search (empty otherwise)."
+    second, fit = info.get("rerank"), training.get("rerank") or {}
+    if not second: return ""
+    return (f"\n- second stage: a cross-encoder re-scores the top {second['top_n']} of `{second['first_stage']}` (blend weight "
+            f"{second['weight']}; served within {second['timeout_ms']} ms per batch, else the first stage's order); trained "
+            f"{fit.get('steps', '-')} steps on {fit.get('training_queries', '-')} queries in {fit.get('seconds', '-')} s, "
+            f"{fit.get('pairs_per_second', '-')} pairs/s, final loss {fit.get('final_loss', '-')}")
+
 def model_card(
     run_dir: Path,            # the packaged run
     info: dict,               # the package's `package.json`
@@ -154,7 +163,7 @@ A {info['task']} model fine-tuned by recnb, serving the `{info['ranker']}` ranke
 {_encoder_text(info.get('encoder'))}
 
 ## Training
-- {training.get('epochs_run', 0)} epoch(s) on {training.get('train_pairs', 'no')} pairs, {training.get('pairs_per_second', '-')} pairs/s; best validation NDCG@10 {training.get('best_val_ndcg@10', '-')}
+- {training.get('epochs_run', 0)} epoch(s) on {training.get('train_pairs', 'no')} pairs, {training.get('pairs_per_second', '-')} pairs/s; best validation NDCG@10 {training.get('best_val_ndcg@10', '-')}{_rerank_text(info, training)}
 - wall time per stage (s): {json.dumps(seconds)}
 - device: {json.dumps(device)}; host {platform.machine()}
 - code: commit `{manifest.get('commit')}`{' (uncommitted changes)' if manifest.get('dirty') else ''}; packages {json.dumps(manifest.get('packages', {}))}
@@ -235,22 +244,29 @@ def package(
     except Exception as e: raise PackageError(f"{run_dir}: its model or index cannot be loaded ({e}); {again}") from None
     if index.ids != data.catalog.ids: raise PackageError(f"{run_dir / 'index'}: its item ids differ from the dataset's catalog; run it again")
     task, ranker = task_of(data), metrics["model"]
-    bm25 = BM25Ranker(data.catalog) if ranker == "fine-tuned+bm25" else None
-    cooccurrence = CooccurrenceRanker(data.split().train) if ranker == "fine-tuned+co-occurrence" else None
+    rerank, first = None, ranker   # a two-stage model: its first stage is compressed, checked and served as any ranker
+    if ranker == TWO_STAGE:
+        from recnb.train.rerank import CONFIG_FILE, MODEL_FILE, USE_KEYS
+        first = read_json(run_dir / "rerank" / CONFIG_FILE, ("first_stage",), PackageError, again)["first_stage"]
+        check_safetensors(run_dir / "rerank" / MODEL_FILE, PackageError, again)
+        rerank = {"first_stage": first, **{k: getattr(params.rerank, k) for k in USE_KEYS}}
+    bm25 = BM25Ranker(data.catalog) if first == "fine-tuned+bm25" else None
+    cooccurrence = CooccurrenceRanker(data.split().train) if first == "fine-tuned+co-occurrence" else None
     work = Path(tempfile.mkdtemp(prefix="recnb-package-"))
     try:
-        served, served_index, encoder_record = choose_encoder(tuned, index, data, encoder, work / "model", ranker, params.eval.fusion,
+        served, served_index, encoder_record = choose_encoder(tuned, index, data, encoder, work / "model", first, params.eval.fusion,
                                                               params.train.history_items, max_ndcg_loss, bm25, cooccurrence)
         rankers = model_rankers(task, served, served_index, data.catalog, params.train.history_items)
-        tensors, facts = reference_statistics(rankers.get(ranker, rankers["fine-tuned"]), data, seed=params.seed)
+        tensors, facts = reference_statistics(rankers.get(first, rankers["fine-tuned"]), data, seed=params.seed)
         model_dir = run_dir / "model" if encoder_record["format"] == "torch" else work / "model"
         return _store(run_dir, name, data=data, params=params, metrics=metrics, manifest=manifest, verdict=verdict, force=force,
-                      index=served_index, encoder_record=encoder_record, model_dir=model_dir, bm25=bm25, tensors=tensors, facts=facts)
+                      index=served_index, encoder_record=encoder_record, model_dir=model_dir, bm25=bm25, tensors=tensors, facts=facts,
+                      rerank=rerank)
     except EncoderLossError as e: raise PackageError(f"{run_dir}: {e}") from None
     finally: shutil.rmtree(work, ignore_errors=True)
 
 def _store(run_dir: Path, name: str, *, data, params, metrics, manifest, verdict, force, index, encoder_record, model_dir, bm25,
-           tensors, facts) -> str:
+           tensors, facts, rerank=None) -> str:
     "`package`'s last step: the served encoder's folder, its index, BM25, catalog, reference and card into BentoML's store."
     import bentoml
     from safetensors.torch import save_file
@@ -261,7 +277,7 @@ def _store(run_dir: Path, name: str, *, data, params, metrics, manifest, verdict
             "sweep": verdict and run_dir.parent.name, "run_dir": str(run_dir.resolve()),
             "selection_metric": metrics["selection_metric"], "metrics": {s: metrics[s] for s in ("valid", "test")},
             "gate": verdict, "forced": bool(force and verdict is not None and not verdict["passed"]),
-            "fingerprint": manifest["data"]["fingerprint"], "reference": facts, "encoder": encoder_record}
+            "fingerprint": manifest["data"]["fingerprint"], "reference": facts, "encoder": encoder_record, "rerank": rerank}
     gate = "none" if verdict is None else "passed" if verdict["passed"] else "failed"
     labels = {"dataset": data.name, "sweep": info["sweep"] or "", "run": run_dir.name, "task": task, "gate": gate,
               "forced": str(info["forced"]).lower()}
@@ -274,6 +290,7 @@ def _store(run_dir: Path, name: str, *, data, params, metrics, manifest, verdict
         if encoder_record["format"] == "torch": shutil.copytree(run_dir / "index", target / "index")
         else: index.save(target / "index")   # the catalog as the compressed encoder encodes it
         if bm25 is not None: bm25.save(target / "bm25")  # the service loads it, not indexing again
+        if rerank is not None: shutil.copytree(run_dir / "rerank", target / "rerank")   # the second stage's cross-encoder
         _catalog_table(data.catalog).to_parquet(target / "catalog.parquet", index=False)
         if task == "recommendation": write_json(target / "sequences.json", data.split().train)  # for co-occurrence
         save_file(tensors, str(target / "reference.safetensors"))

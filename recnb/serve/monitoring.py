@@ -16,8 +16,9 @@ from .gateway import API_PATHS
 # %% auto #0
 __all__ = ['SCORE_BUCKETS', 'LENGTH_BUCKETS', 'SERIES', 'RESULTS_RETURNED', 'EMPTY_RESULTS', 'TOP_SCORE', 'QUERY_LENGTH',
            'MODEL_INFO', 'QUERY_DRIFT', 'QUERY_DRIFT_RATIO', 'ANOMALY_SCORE', 'ANOMALY', 'ARM_ANSWERS',
-           'FEEDBACK_EVENTS', 'REJECTED', 'CACHE_LOOKUPS', 'count_rejected', 'EwmaDetector', 'OperationalMonitor',
-           'OperationalMiddleware', 'ServiceMonitor', 'count_answer', 'count_feedback', 'count_cache']
+           'FEEDBACK_EVENTS', 'REJECTED', 'CACHE_LOOKUPS', 'RERANKED', 'count_rejected', 'EwmaDetector',
+           'OperationalMonitor', 'OperationalMiddleware', 'ServiceMonitor', 'count_answer', 'count_feedback',
+           'count_cache', 'count_rerank']
 
 # %% ../../nbs/serve/20_monitoring.ipynb #9e6433c6
 SCORE_BUCKETS = (-1.0, -0.5, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
@@ -40,8 +41,10 @@ ARM_ANSWERS = Counter("recnb_arm_answers", "Answers per experiment arm (`interle
 FEEDBACK_EVENTS = Counter("recnb_feedback_events", "Feedback events logged (repeats not counted), per event and the arm that showed the item",
                           ["event", "arm"])
 REJECTED = Counter("recnb_rejected_requests", "Requests refused at the service's edge, before BentoML parsed them", ["endpoint", "status"])
-CACHE_LOOKUPS = Counter("recnb_cache_lookups", "/search queries looked up in the answer cache (`recnb.serve.serving.AnswerCache`), "
+CACHE_LOOKUPS = Counter("recnb_cache_lookups", "/search queries looked up in the answer cache (`recnb.serve.cache.AnswerCache`), "
                         "per arm and result: hit or miss (hit ratio: rate of hits over rate of all)", ["arm", "result"])
+RERANKED = Counter("recnb_rerank_queries", "Queries a two-stage model ranked, per arm and outcome: reranked by its cross-encoder, "
+                   "or fallback (the first stage's order: the batch's time budget had passed)", ["arm", "outcome"])
 
 def count_rejected(
     route: str,    # the request's route label (`recnb.serve.gateway.metric_path`: unknown paths share one)
@@ -169,3 +172,9 @@ def count_feedback(event: str, arm: str) -> None:
 def count_cache(arm: str, hit: bool) -> None:
     "One lookup in the answer cache of `arm`'s model."
     CACHE_LOOKUPS.labels(arm, "hit" if hit else "miss").inc()
+
+def count_rerank(arm: str, reranked: list[bool]) -> None:
+    "A batch of `arm`'s two-stage model: which queries its second stage re-ranked (`Ranking.reranked`)."
+    done = sum(map(bool, reranked))
+    if done: RERANKED.labels(arm, "reranked").inc(done)
+    if len(reranked) > done: RERANKED.labels(arm, "fallback").inc(len(reranked) - done)

@@ -17,13 +17,14 @@ from ..data.bundles import Catalog
 from .deploy import verify_package
 from ..rank.evaluate import model_rankers
 from .feedback import EVENTS
+from .cache import is_case_blind
 
 # %% auto #0
 __all__ = ['MAX_K', 'MAX_QUERY_CHARS', 'MAX_HISTORY', 'MAX_ITEM_ID_CHARS', 'MAX_BATCH_QUERIES', 'MAX_UNIT_CHARS',
-           'SERVED_BATCHES', 'WARM_UP_BATCHES', 'Query', 'TopK', 'ItemId', 'History', 'Unit', 'CASE_PROBES',
-           'SearchBody', 'SearchBatchBody', 'RecommendBody', 'SimilarBody', 'Hit', 'Answer', 'FeedbackBody',
-           'FeedbackAck', 'Ranked', 'RequestError', 'PackagedModel', 'rank_queries', 'QueryBatcher', 'is_case_blind',
-           'query_key', 'AnswerCache', 'check_items', 'recommend', 'similar', 'hits', 'warm_up', 'freeze_loaded']
+           'SERVED_BATCHES', 'WARM_UP_BATCHES', 'Query', 'TopK', 'ItemId', 'History', 'Unit', 'SearchBody',
+           'SearchBatchBody', 'RecommendBody', 'SimilarBody', 'Hit', 'Answer', 'FeedbackBody', 'FeedbackAck', 'Ranked',
+           'RequestError', 'PackagedModel', 'rank_queries', 'QueryBatcher', 'check_items', 'recommend', 'similar',
+           'hits', 'warm_up', 'freeze_loaded']
 
 # %% ../../nbs/serve/19_serving.ipynb #a80db0d8
 MAX_K = 100              # most items one answer returns
@@ -135,15 +136,23 @@ class PackagedModel:
         self.titles = table["title"].astype(str).tolist()
         self.position = {item: p for p, item in enumerate(table["item_id"].astype(str))}
         self.catalog = Catalog(table, self.info["text_fields"])
+        second = self.info.get("rerank")   # a two-stage package: its first stage is built as any ranker, then the cross-encoder
+        first = second["first_stage"] if second else self.info["ranker"]
         cooccurrence = None
-        if self.info["ranker"] == "fine-tuned+co-occurrence":  # built from the run's training sequences, as evaluated
+        if first == "fine-tuned+co-occurrence":  # built from the run's training sequences, as evaluated
             cooccurrence = CooccurrenceRanker(json.loads((self.path / "sequences.json").read_text()))
         bm25 = BM25Ranker.load(self.path / "bm25", self.catalog) if (self.path / "bm25").is_dir() else None  # older packages: indexed here
         rankers = model_rankers(self.info["task"], self.encoder, self.index, self.catalog, self.info.get("history_items", 3),
-                                fuse_with_bm25=self.info["ranker"] == "fine-tuned+bm25", fusion=self.info["fusion"],
+                                fuse_with_bm25=first == "fine-tuned+bm25", fusion=self.info["fusion"],
                                 bm25=bm25, cooccurrence=cooccurrence)
-        self.ranker = rankers[self.info["ranker"]]
+        self.ranker = rankers[first]
         self.hybrid = rankers.get("fine-tuned+bm25")
+        self.second, self.rerank_timeout_s = None, 0.0
+        if second:
+            from recnb.train.rerank import CrossEncoder, RerankedRanker
+            cross = CrossEncoder.load(self.path / "rerank", device=self.encoder.device, fix="package the run again with `recnb package`")
+            self.second = RerankedRanker(self.ranker, cross, self.catalog, second["top_n"], second["weight"])
+            self.rerank_timeout_s = second["timeout_ms"] / 1000   # the service may change it (RECNB_RERANK_TIMEOUT_MS)
         self.recommender = (self.ranker if self.info["task"] == "recommendation"  # a search model recommends by item vectors
                             else DenseRanker(self.encoder, self.catalog, self.index, "item-mean", history="items"))
         self.warm_up_s = self.warm_up()   # what the first requests would make, made before the service reports ready
@@ -162,6 +171,8 @@ class PackagedModel:
                 "gate": {"applied": self.info["gate"] is not None, "passed": (self.info["gate"] or {}).get("passed"),
                          "forced": self.info["forced"]},
                 "warm_up_s": round(self.warm_up_s, 3),
+                "rerank": self.second and {"first_stage": self.info["rerank"]["first_stage"], "top_n": self.second.top_n,
+                                           "weight": self.second.weight, "timeout_ms": round(self.rerank_timeout_s * 1000, 3)},
                 "scorer": {"calibration_s": round(self.calibration_s, 3),
                            "plans": {str(b): p.method for b, p in (self.index.tuned.plans if self.index.tuned else {}).items()} or "fixed rule (a small catalog)"}}
 
@@ -171,14 +182,17 @@ def rank_queries(
     queries: Sequence[str],   # query texts (already validated)
     k: int = MAX_K,           # items per query
 ) -> tuple[Ranking, torch.Tensor, torch.Tensor]:
-    "The served ranking of each query, its vector and its best cosine score."
+    "The served ranking of each query (a two-stage package: re-ranked while the batch's time budget lasts), its vector and its best cosine score."
+    began = time.perf_counter()
+    wanted = max(k, self.second.top_n) if self.second else k   # what the first stage gives
     vectors = self.encoder.encode(list(queries))
-    depth = max(self.hybrid.depth, k) if self.hybrid else k
+    depth = max(self.hybrid.depth, wanted) if self.hybrid else wanted
     dense = ranking_of(self.index.search(vectors, k=depth))
     best = torch.tensor([s[0] if s else float("nan") for s in dense.scores])
-    if self.hybrid is None: return Ranking([i[:k] for i in dense.ids], [s[:k] for s in dense.scores]), vectors, best
-    parts = [self.hybrid.rankers[0].rank(list(queries), depth), dense]
-    return fuse(parts, self.hybrid.weights, self.hybrid.method, k, self.hybrid.rrf_c), vectors, best
+    if self.hybrid is None: found = Ranking([i[:wanted] for i in dense.ids], [s[:wanted] for s in dense.scores])
+    else: found = fuse([self.hybrid.rankers[0].rank(list(queries), depth), dense], self.hybrid.weights, self.hybrid.method, wanted, self.hybrid.rrf_c)
+    if self.second is None: return found, vectors, best
+    return self.second.rerank(queries, found, k, deadline=began + self.rerank_timeout_s), vectors, best
 
 PackagedModel.rank_queries = rank_queries
 
@@ -221,47 +235,6 @@ class QueryBatcher:
                 for (_, f), answer in zip(batch, answers):
                     if not f.done(): f.set_result(answer)
         finally: self.running = False
-
-# %% ../../nbs/serve/19_serving.ipynb #33d1824c
-CASE_PROBES = ("Cordless DRILL 18V", "ÉTÉ Patio Set", "İznik Tile", "Straße")   # texts whose lower case a case-blind tokenizer reads alike
-
-def is_case_blind(tokenizer) -> bool:
-    "Whether `tokenizer` gives every probe text and its lower case the same token ids."
-    return all(tokenizer(p)["input_ids"] == tokenizer(p.lower())["input_ids"] for p in CASE_PROBES)
-
-def query_key(
-    query: str,
-    case_blind: bool,   # the model ignores case (`is_case_blind`)
-) -> str:
-    "The form of a query the cache looks up: runs of white space as one space, lower case when the model ignores case."
-    text = " ".join(query.split())
-    return text.lower() if case_blind else text
-
-class AnswerCache:
-    "Recent `/search` answers: a bounded LRU from (model tag, normal form of the query) to what ranking returned."
-    def __init__(
-        self,
-        size: int = 4096,   # answers kept (the least recently used goes first); 0 turns the cache off
-    ):
-        from cachetools import LRUCache
-        if size < 0: raise ValueError(f"cache size {size}: give 0 (off) or more")
-        self.entries = LRUCache(maxsize=size) if size else None
-        self.hits = self.misses = 0
-
-    def __bool__(self): return self.entries is not None
-    def __len__(self): return len(self.entries) if self else 0
-
-    def get(self, model: PackagedModel, query: str):
-        "The cached answer of `model` to `query`, or None (counted as a hit or a miss)."
-        if not self: return None
-        found = self.entries.get((model.tag, query_key(query, model.case_blind)))
-        if found is None: self.misses += 1
-        else: self.hits += 1
-        return found
-
-    def put(self, model: PackagedModel, query: str, answer) -> None:
-        "Keep `model`'s answer to `query`."
-        if self: self.entries[(model.tag, query_key(query, model.case_blind))] = answer
 
 # %% ../../nbs/serve/19_serving.ipynb #bc298921
 def check_items(
