@@ -1,6 +1,8 @@
 """/search under load: recnb's BentoML service with and without adaptive batching vs the plain per-request peer.
 
 python bench/bench_serve.py --model recnb:TAG [--rates 10,20,50,100,150,200] [--duration 60] [--json out.json]
+With a two-stage package (`recnb.train.rerank`), `recnb-first-stage` serves the same package with its second stage off
+(RECNB_RERANK_TIMEOUT_MS=0), and each recnb contender's re-ranked and fallen-back queries are printed.
 An open-model load (fixed arrival rate: request i is sent at i/rate s whatever the answers do; asyncio + aiohttp, or httpx
 with --client httpx, the load generator of the fifteenth to eighteenth sessions) on
 127.0.0.1, the same seeded query stream for every contender, rates rising until the contender saturates (p99 over
@@ -63,6 +65,15 @@ def cache_counts(url: str) -> dict:
     text = httpx.get(f"{url}/metrics", timeout=10).text
     counts = {"hit": 0.0, "miss": 0.0}
     for m in re.finditer(r'recnb_cache_lookups_total\{arm="[^"]*",result="(hit|miss)"\} ([\d.e+]+)', text): counts[m.group(1)] += float(m.group(2))
+    return counts
+
+
+def rerank_counts(url: str) -> dict:
+    "Queries a two-stage model re-ranked and those that fell back to the first stage's order, from /metrics."
+    import re
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    counts = {"reranked": 0.0, "fallback": 0.0}
+    for m in re.finditer(r'recnb_rerank_queries_total\{arm="[^"]*",outcome="(reranked|fallback)"\} ([\d.e+]+)', text): counts[m.group(1)] += float(m.group(2))
     return counts
 
 
@@ -157,6 +168,7 @@ def main():
         "recnb-cached": (serve, {"RECNB_BATCHING": "1"}),   # the service's default cache
         "peer-fastapi": ([sys.executable, str(ROOT / "bench" / "peer_service.py"), stored.path], {}),
         "recnb-no-monitoring": (serve, {"RECNB_MONITORING": "0", "RECNB_CACHE_SIZE": "0"}),
+        "recnb-first-stage": (serve, {"RECNB_BATCHING": "1", "RECNB_CACHE_SIZE": "0", "RECNB_RERANK_TIMEOUT_MS": "0"}),  # a two-stage package, second stage off
     }
     out = {"machine": machine_name(), "model": str(stored.tag), "ranker": info["ranker"], "items": info["items"],
            "encoder": (info.get("encoder") or {"format": "torch"})["format"], "stream": args.stream,
@@ -170,6 +182,8 @@ def main():
         server = Server(command, {**env, **extra}, ROOT / "bentos", log_dir / f"serve-{name}.log")
         try:
             asyncio.run(load(server.url, queries, 10, 5, {}, client=args.client))  # warm up
+            two_stage = name.startswith("recnb") and info.get("rerank")
+            before = rerank_counts(server.url) if two_stage else {}
             rows = out["results"][name] = []
             for rate in map(float, args.rates.split(",")):
                 row = asyncio.run(load(server.url, queries, rate, args.duration, {}, client=args.client))
@@ -178,6 +192,9 @@ def main():
                       f"p99 {row['p99_ms']:7.1f} ms, errors {row['errors']} {row['statuses']}", flush=True)
                 if saturated(row, args.slo_ms): break
             if name.startswith("recnb"): out["cache"][name] = cache_counts(server.url)
+            if two_stage:   # over the measured rates, the warm-up left out
+                out.setdefault("rerank", {})[name] = {k: v - before[k] for k, v in rerank_counts(server.url).items()}
+                print(f"{name:16s} second stage: {out['rerank'][name]}", flush=True)
         finally: server.stop()
     rounds = []
     for _ in range(args.overhead_rounds):  # monitoring on and off, alternated, same rate: its cost on /search latency

@@ -16,7 +16,7 @@ from ..train.distill import distill, distill_texts
 
 # %% auto #0
 __all__ = ['DISTILLED', 'KEEPS_ITEMS', 'COMPRESSED', 'ENCODER_CHOICES', 'AUTO_ORDER', 'MAX_NDCG_LOSS', 'QUALITY_METRIC',
-           'EncoderLossError', 'compress_encoder', 'check_loss', 'choose_encoder']
+           'EncoderLossError', 'compress_encoder', 'check_loss', 'choose_encoder', 'choose_reranker']
 
 # %% ../../nbs/serve/18b_compress.ipynb #3ee1730f
 DISTILLED = "student-int8"                      # a distilled student, exported with int8 weights
@@ -125,3 +125,25 @@ def choose_encoder(
             continue
         return compressed, new_index, {**record, "max_loss": max_loss, "chosen_by": choice, "tried": tried}
     raise AssertionError("unreachable: auto ends with torch")
+
+# %% ../../nbs/serve/18b_compress.ipynb #a18b0002
+def choose_reranker(
+    trained: Path,              # the run's rerank/ folder
+    directory: Path,            # where an int8 copy is written
+    choice: str,                # the package's --encoder: torch keeps the trained network, any other tries int8
+    first,                      # the package's first stage (its served encoder's ranker)
+    data: SearchData,
+    use: dict,                  # `top_n` and `weight` (`recnb.train.rerank.USE_KEYS`)
+    max_loss: float = MAX_NDCG_LOSS,
+) -> tuple[Path, dict]:
+    "`(folder, record)`: the cross-encoder folder the package holds, and how its copy compared on validation."
+    from recnb.train.rerank import ONNX_FILE as CROSS_FILE, RerankedRanker, export_onnx as export_cross, load as load_cross
+    if choice == "torch": return trained, {"format": "torch", "chosen_by": choice}
+    start, cross = time.perf_counter(), load_cross(trained)
+    small = load_cross(export_cross(cross, directory))
+    two_stage = lambda c: RerankedRanker(first, c, data.catalog, use["top_n"], use["weight"])
+    valid = _scores(data, "search", {"torch": two_stage(cross), "onnx-int8": two_stage(small)}, "valid")
+    record = {"metric": QUALITY_METRIC, "valid": valid, "loss": round(valid["torch"] - valid["onnx-int8"], 6), "max_loss": max_loss,
+              "file_mb": round((directory / CROSS_FILE).stat().st_size / 1e6, 1), "seconds": round(time.perf_counter() - start, 1)}
+    if record["loss"] <= max_loss: return directory, {"format": "onnx-int8", "chosen_by": choice, **record}
+    return trained, {"format": "torch", "chosen_by": choice, "tried": [{"format": "onnx-int8", **record}]}

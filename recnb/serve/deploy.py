@@ -127,7 +127,7 @@ def _rerank_text(info: dict, training: dict) -> str:
     "The model card's line on the second stage of a two-stage search (empty otherwise)."
     second, fit = info.get("rerank"), training.get("rerank") or {}
     if not second: return ""
-    return (f"\n- second stage: a cross-encoder re-scores the top {second['top_n']} of `{second['first_stage']}` (blend weight "
+    return (f"\n- second stage: a cross-encoder ({(second.get('encoder') or {}).get('format', 'torch')}) re-scores the top {second['top_n']} of `{second['first_stage']}` (blend weight "
             f"{second['weight']}; served within {second['timeout_ms']} ms per batch, else the first stage's order); trained "
             f"{fit.get('steps', '-')} steps on {fit.get('training_queries', '-')} queries in {fit.get('seconds', '-')} s, "
             f"{fit.get('pairs_per_second', '-')} pairs/s, final loss {fit.get('final_loss', '-')}")
@@ -216,7 +216,7 @@ def package(
 ) -> str:
     "Store a finished run as a new version of BentoML model `name`; returns its tag."
     from recnb.rank.baselines import BM25Ranker, CooccurrenceRanker
-    from recnb.serve.compress import EncoderLossError, choose_encoder
+    from recnb.serve.compress import EncoderLossError, choose_encoder, choose_reranker
     from recnb.data.bundles import task_of
     from recnb.index.encoder import Encoder
     from recnb.rank.evaluate import model_rankers
@@ -258,15 +258,20 @@ def package(
                                                               params.train.history_items, max_ndcg_loss, bm25, cooccurrence)
         rankers = model_rankers(task, served, served_index, data.catalog, params.train.history_items)
         tensors, facts = reference_statistics(rankers.get(first, rankers["fine-tuned"]), data, seed=params.seed)
+        rerank_dir = None
+        if rerank is not None:   # the cross-encoder behind the package's own first stage: int8 when it ranks as well
+            served_first = model_rankers(task, served, served_index, data.catalog, params.train.history_items, fuse_with_bm25=first == "fine-tuned+bm25",
+                                         fusion=params.eval.fusion, bm25=bm25)[first]
+            rerank_dir, rerank["encoder"] = choose_reranker(run_dir / "rerank", work / "rerank", encoder, served_first, data, rerank, max_ndcg_loss)
         model_dir = run_dir / "model" if encoder_record["format"] == "torch" else work / "model"
         return _store(run_dir, name, data=data, params=params, metrics=metrics, manifest=manifest, verdict=verdict, force=force,
                       index=served_index, encoder_record=encoder_record, model_dir=model_dir, bm25=bm25, tensors=tensors, facts=facts,
-                      rerank=rerank)
+                      rerank=rerank, rerank_dir=rerank_dir)
     except EncoderLossError as e: raise PackageError(f"{run_dir}: {e}") from None
     finally: shutil.rmtree(work, ignore_errors=True)
 
 def _store(run_dir: Path, name: str, *, data, params, metrics, manifest, verdict, force, index, encoder_record, model_dir, bm25,
-           tensors, facts, rerank=None) -> str:
+           tensors, facts, rerank=None, rerank_dir=None) -> str:
     "`package`'s last step: the served encoder's folder, its index, BM25, catalog, reference and card into BentoML's store."
     import bentoml
     from safetensors.torch import save_file
@@ -290,7 +295,7 @@ def _store(run_dir: Path, name: str, *, data, params, metrics, manifest, verdict
         if encoder_record["format"] == "torch": shutil.copytree(run_dir / "index", target / "index")
         else: index.save(target / "index")   # the catalog as the compressed encoder encodes it
         if bm25 is not None: bm25.save(target / "bm25")  # the service loads it, not indexing again
-        if rerank is not None: shutil.copytree(run_dir / "rerank", target / "rerank")   # the second stage's cross-encoder
+        if rerank is not None: shutil.copytree(rerank_dir, target / "rerank")   # the second stage's cross-encoder, as `choose_reranker` chose
         _catalog_table(data.catalog).to_parquet(target / "catalog.parquet", index=False)
         if task == "recommendation": write_json(target / "sequences.json", data.split().train)  # for co-occurrence
         save_file(tensors, str(target / "reference.safetensors"))

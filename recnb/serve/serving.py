@@ -172,6 +172,7 @@ class PackagedModel:
                          "forced": self.info["forced"]},
                 "warm_up_s": round(self.warm_up_s, 3),
                 "rerank": self.second and {"first_stage": self.info["rerank"]["first_stage"], "top_n": self.second.top_n,
+                                           "format": (self.info["rerank"].get("encoder") or {}).get("format", "torch"),
                                            "weight": self.second.weight, "timeout_ms": round(self.rerank_timeout_s * 1000, 3)},
                 "scorer": {"calibration_s": round(self.calibration_s, 3),
                            "plans": {str(b): p.method for b, p in (self.index.tuned.plans if self.index.tuned else {}).items()} or "fixed rule (a small catalog)"}}

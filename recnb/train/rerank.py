@@ -18,8 +18,8 @@ from ..params import RerankParams
 from ..rank.baselines import Ranking
 
 # %% auto #0
-__all__ = ['MODEL_FILE', 'CONFIG_FILE', 'USE_KEYS', 'CrossEncoder', 'save', 'load', 'training_groups', 'RerankModule',
-           'fit_reranker', 'RerankedRanker']
+__all__ = ['MODEL_FILE', 'CONFIG_FILE', 'USE_KEYS', 'ONNX_FILE', 'CrossEncoder', 'save', 'load', 'training_groups',
+           'RerankModule', 'fit_reranker', 'export_onnx', 'OnnxCrossEncoder', 'RerankedRanker']
 
 # %% ../../nbs/train/15c_rerank.ipynb #7f65b902
 MODEL_FILE, CONFIG_FILE = "model.safetensors", "rerank.json"
@@ -75,6 +75,7 @@ def load(folder: str | Path, device: str | torch.device = "cpu",
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     folder = Path(folder)
     info = read_json(folder / CONFIG_FILE, ("max_length", "first_stage"), fix=fix)
+    if info.get("format") == "onnx-int8": return OnnxCrossEncoder(folder, info)
     check_safetensors(folder / MODEL_FILE, fix=fix)
     try:
         cross = CrossEncoder(AutoModel.from_config(AutoConfig.from_pretrained(folder)), AutoTokenizer.from_pretrained(folder), info["max_length"])
@@ -197,6 +198,58 @@ def fit_reranker(
     return cross
 
 # %% ../../nbs/train/15c_rerank.ipynb #16df1668
+ONNX_FILE = "cross.onnx"
+
+class _Scores(torch.nn.Module):
+    "The graph `export_onnx` writes: token ids, mask and segment ids in, one score per pair out."
+    def __init__(self, cross: CrossEncoder): super().__init__(); self.cross = cross
+    def forward(self, input_ids, attention_mask, token_type_ids): return self.cross(input_ids, attention_mask, token_type_ids)
+
+def export_onnx(
+    cross: CrossEncoder,
+    folder: str | Path,      # gets cross.onnx, the tokenizer and rerank.json (its `info` with format onnx-int8)
+    opset: int = 17,
+) -> Path:
+    "Write `cross` with int8 weights for ONNX Runtime, loadable by `load(folder)`."
+    import os, tempfile, warnings
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from recnb.index.onnx_encoder import _root_logging_kept
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    example = cross.tokens(["cordless drill", "patio chair"], ["18V cordless drill driver kit", "cushion for a patio chair"])
+    names, axes = ["input_ids", "attention_mask", "token_type_ids"], {"batch": 0, "tokens": 1}
+    training, device = cross.training, next(cross.parameters()).device
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), torch.no_grad(), _root_logging_kept():
+        warnings.simplefilter("ignore")   # the tracer's notes on Python control flow in the Hugging Face model
+        fp32 = Path(tmp) / ONNX_FILE
+        torch.onnx.export(_Scores(cross.cpu().eval()), tuple(example[n] for n in names), str(fp32), input_names=names, output_names=["scores"],
+                          dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, "scores": {0: "batch"}}, opset_version=opset, dynamo=False)
+        quantize_dynamic(str(fp32), str(folder / ONNX_FILE), weight_type=QuantType.QInt8, per_channel=True)
+    cross.train(training).to(device)
+    cross.tokenizer.save_pretrained(folder)
+    write_json(folder / CONFIG_FILE, {**cross.info, "max_length": cross.max_length, "format": "onnx-int8"})
+    return folder
+
+class OnnxCrossEncoder:
+    "A cross-encoder folder written by `export_onnx`, run by ONNX Runtime on the CPU; scores like `CrossEncoder`."
+    def __init__(self, folder: str | Path, info: dict):
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+        self.info, self.max_length = info, info["max_length"]
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")   # as the encoder's: the cores go back to the rest of a search
+        self.session = ort.InferenceSession(str(Path(folder) / ONNX_FILE), options, providers=["CPUExecutionProvider"])
+
+    tokens = CrossEncoder.tokens
+
+    def score(self, queries: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+        "One score per (query, text) pair, higher is more relevant."
+        if not len(texts): return np.zeros(0, dtype=np.float32)
+        feed = {k: v.numpy() for k, v in self.tokens(queries, texts).items()}
+        return self.session.run(None, feed)[0].astype(np.float32)
+
+# %% ../../nbs/train/15c_rerank.ipynb #6ea30052
 def _scaled(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return (values - lo) / (hi - lo) if hi > lo else np.ones_like(values)
 
