@@ -59,22 +59,23 @@ def zipf_stream(queries: list[str], n: int, s: float, seed: int = 0) -> list[str
     return [queries[i] for i in picks]
 
 
-def cache_counts(url: str) -> dict:
-    "Hits and misses of the answer cache so far, from the service's /metrics."
+def metric_counts(url: str, metric: str, label: str, values: tuple) -> dict:
+    "The service's counter `metric` so far (/metrics), summed over arms, by the values of `label`."
     import re
     text = httpx.get(f"{url}/metrics", timeout=10).text
-    counts = {"hit": 0.0, "miss": 0.0}
-    for m in re.finditer(r'recnb_cache_lookups_total\{arm="[^"]*",result="(hit|miss)"\} ([\d.e+]+)', text): counts[m.group(1)] += float(m.group(2))
+    counts = dict.fromkeys(values, 0.0)
+    for m in re.finditer(rf'{metric}_total\{{arm="[^"]*",{label}="({"|".join(values)})"\}} ([\d.e+]+)', text): counts[m.group(1)] += float(m.group(2))
     return counts
+
+
+def cache_counts(url: str) -> dict:
+    "Hits and misses of the answer cache so far."
+    return metric_counts(url, "recnb_cache_lookups", "result", ("hit", "miss"))
 
 
 def rerank_counts(url: str) -> dict:
-    "Queries a two-stage model re-ranked and those that fell back to the first stage's order, from /metrics."
-    import re
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    counts = {"reranked": 0.0, "fallback": 0.0}
-    for m in re.finditer(r'recnb_rerank_queries_total\{arm="[^"]*",outcome="(reranked|fallback)"\} ([\d.e+]+)', text): counts[m.group(1)] += float(m.group(2))
-    return counts
+    "Queries a two-stage model re-ranked and those that fell back to the first stage's order."
+    return metric_counts(url, "recnb_rerank_queries", "outcome", ("reranked", "fallback"))
 
 
 CLIENTS = ("aiohttp", "httpx")  # the load generator's HTTP client; aiohttp costs the measurement less (below)
