@@ -17,7 +17,7 @@ needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not on PATH: run scripts/install-system.sh (Debian package `prometheus`)")
 
 ALERTS = {"SearchP99LatencyHigh", "HighErrorRatio", "TooManyRequests429", "QueryDrift", "OperationalAnomaly",
-          "ServiceDown"}
+          "RerankFallbacks", "ServiceDown"}
 SCRAPE_LABELS = {"job", "instance"}  # added by Prometheus to every scraped series
 # What the service exports, with each metric's labels: recnb's own, read from recnb.serve.monitoring's prometheus_client
 # metrics, and BentoML 1.4's (observed on a running `bentoml serve`, /metrics). Histograms also expose _bucket (with

@@ -20,7 +20,7 @@ from ..params import TrainParams
 from .towers import RetrievalModule, encode_with, save_towers
 
 # %% auto #0
-__all__ = ['catalog_validation', 'CatalogValidation', 'FitResult', 'fit']
+__all__ = ['catalog_validation', 'CatalogValidation', 'FitResult', 'training_precision', 'fit']
 
 # %% ../../nbs/train/15_model.ipynb #5a20d2a1
 def catalog_validation(data: SearchData | RecData, tokenizer, max_length: int = 64, k: int = 10,
@@ -119,8 +119,11 @@ def _deterministic_unfilled(deterministic: bool):
     try: yield
     finally: torch.utils.deterministic.fill_uninitialized_memory = before
 
-def _precision(t: TrainParams, cuda: bool) -> str:
-    "`t.precision`, or with `auto` bf16 mixed where the device computes in bf16 natively, else fp16 mixed on a GPU and fp32 on a CPU."
+def training_precision(
+    t,            # `TrainParams` or `RerankParams`: its `precision`
+    cuda: bool,   # training runs on a GPU
+) -> str:
+    "Lightning's precision for `t.precision`: as given, or with `auto` bf16 mixed where the device computes in bf16 natively, else fp16 mixed on a GPU and fp32 on a CPU."
     if t.precision != "auto": return t.precision
     if native_bf16(torch.device("cuda" if cuda else "cpu")): return "bf16-mixed"
     return "16-mixed" if cuda else "32-true"
@@ -181,7 +184,7 @@ def fit(
     n_pairs = len(datamodule.train_set)
     if n_pairs == 0: raise ValueError("no training examples: check min_positive_gain and the train split")
     cuda = torch.cuda.is_available() and t.accelerator in ("auto", "gpu", "cuda")
-    precision, ckpt_dir = _precision(t, cuda), out_dir / "checkpoints"
+    precision, ckpt_dir = training_precision(t, cuda), out_dir / "checkpoints"
     # under strategy="ddp" Lightning runs the calling script again for every other process, which reaches this line
     # while rank 0 waits for it: only rank 0 prepares out_dir, the others read what it found
     resume = _resumable(ckpt_dir, out_dir, signature, prepare=rank_zero_only.rank == 0)

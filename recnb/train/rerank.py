@@ -159,6 +159,7 @@ def fit_reranker(
 ) -> CrossEncoder:
     "Train the cross-encoder behind `first` on `data`'s training queries, save it in out_dir/rerank, return it."
     from recnb.index.encoder import resolve_model
+    from recnb.train.model import training_precision
     if settings.steps < 1: raise ValueError("rerank.steps: give the number of training steps (0 means no second stage)")
     out_dir = Path(out_dir)
     start = out_dir / "model" if settings.start == "run" else Path(resolve_model(pretrained))
@@ -179,9 +180,7 @@ def fit_reranker(
     drawn = _drawn_groups(groups, titles, settings, seed)
     def collate(part): return cross.tokens([q for qs, _ in part for q in qs], [t for _, ts in part for t in ts])
     loader = torch.utils.data.DataLoader(drawn, batch_size=settings.batch_queries, collate_fn=collate)
-    cuda = torch.cuda.is_available()
-    precision = settings.precision if settings.precision != "auto" else (
-        "bf16-mixed" if native_bf16(torch.device("cuda" if cuda else "cpu")) else "16-mixed" if cuda else "32-true")
+    precision = training_precision(settings, torch.cuda.is_available())   # the bi-encoder's rule
     module = RerankModule(cross, settings, settings.steps)
     trainer = pl.Trainer(max_steps=settings.steps, max_epochs=1, precision=precision, gradient_clip_val=1.0, devices=1,
                          logger=False, enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
@@ -211,12 +210,12 @@ def export_onnx(
     opset: int = 17,
 ) -> Path:
     "Write `cross` with int8 weights for ONNX Runtime, loadable by `load(folder)`."
-    import os, tempfile, warnings
+    import tempfile, warnings
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from recnb.index.onnx_encoder import _root_logging_kept
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     example = cross.tokens(["cordless drill", "patio chair"], ["18V cordless drill driver kit", "cushion for a patio chair"])
-    names, axes = ["input_ids", "attention_mask", "token_type_ids"], {"batch": 0, "tokens": 1}
+    names = ["input_ids", "attention_mask", "token_type_ids"]
     training, device = cross.training, next(cross.parameters()).device
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), torch.no_grad(), _root_logging_kept():
         warnings.simplefilter("ignore")   # the tracer's notes on Python control flow in the Hugging Face model
