@@ -94,7 +94,7 @@ def traffic_row() -> list:
 
 
 def results_row() -> list:
-    "recnb's result metrics per endpoint and arm: the served model, results, top scores, query lengths."
+    "recnb's result metrics per endpoint and arm: the served model, results, top scores, query lengths, the second stage."
     return [
         Row("Model and results (recnb, per arm)"),
         table.Panel().title("Served model").description("recnb_model_info: the model each pod serves, per arm.")
@@ -115,7 +115,11 @@ def results_row() -> list:
         .with_target(query(f"sum by (le) (increase(recnb_top_score_bucket{{{ARM}}}[{RATE}]))", "{{le}}")
                      .format(PromQueryFormat.HEATMAP)),
         graph("Query length p50 / p95", "Characters per query, per arm.", "short",
-              *quantiles("recnb_query_length_chars", ARM, "arm", "{{arm}}", qs=(0.5, 0.95)), width=24),
+              *quantiles("recnb_query_length_chars", ARM, "arm", "{{arm}}", qs=(0.5, 0.95))),
+        graph("Second stage: queries re-ranked / fallen back per second",
+              "recnb_rerank_queries_total of a two-stage model, per arm: fallback = kept the first stage's order because "
+              "the batch's time budget had passed (alert RerankFallbacks).", "reqps",
+              query(f"sum by (outcome, arm) (rate(recnb_rerank_queries_total{{{ARM}}}[{RATE}]))", "{{arm}} {{outcome}}")),
     ]
 
 
