@@ -13,7 +13,8 @@ import torch
 from .encoder import Encoder, default_batch_size, pooled_unit_vectors
 
 # %% auto #0
-__all__ = ['ENCODER_FORMATS', 'SMALL_BATCH', 'ONNX_FILE', 'ONNX_INFO', 'export_onnx', 'OnnxEncoder', 'load_encoder']
+__all__ = ['ENCODER_FORMATS', 'SMALL_BATCH', 'ONNX_FILE', 'ONNX_INFO', 'write_graph', 'cpu_session', 'export_onnx', 'OnnxEncoder',
+           'load_encoder']
 
 # %% ../../nbs/index/07a_onnx_encoder.ipynb #d4329a66
 ENCODER_FORMATS = ("torch", "onnx", "onnx-int8")   # how a package holds its encoder (`recnb package --encoder`)
@@ -37,6 +38,39 @@ class _UnitVectors(torch.nn.Module):
     def forward(self, input_ids, attention_mask):
         return pooled_unit_vectors(self.model, {"input_ids": input_ids, "attention_mask": attention_mask})
 
+def write_graph(
+    graph: torch.nn.Module,   # in eval mode, on the CPU
+    example: dict,            # input name -> an example tensor (batch, tokens)
+    output: str,              # the output's name (one row per batch item)
+    path: str | Path,         # the .onnx file written
+    int8: bool = False,       # store the weights of matrix products as int8 (dynamic quantisation)
+    opset: int = 17,          # ONNX operator set
+) -> Path:
+    "Export `graph` to ONNX with batch and token axes free, its weights int8 when asked (the encoder's and the cross-encoder's export)."
+    path, axes = Path(path), {**{name: {0: "batch", 1: "tokens"} for name in example}, output: {0: "batch"}}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), torch.no_grad(), _root_logging_kept():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        warnings.simplefilter("ignore")   # the tracer's notes on Python control flow in the Hugging Face model
+        fp32 = Path(tmp) / path.name
+        torch.onnx.export(graph, tuple(example.values()), str(fp32), input_names=list(example), output_names=[output],
+                          dynamic_axes=axes, opset_version=opset, dynamo=False)
+        if int8: quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=True)
+        else: os.replace(fp32, path)
+    return path
+
+def cpu_session(
+    path: str | Path,   # an .onnx file
+    threads: int,       # intra-op threads
+):
+    "An ONNX Runtime session on the CPU whose threads do not spin after a run."
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    # ONNX Runtime's threads spin after each run by default, and took the cores from the torch scorer and BM25 that
+    # follow: one Home Depot search (54,667 items, AMD EPYC, 2 cores) took p50 13.9 ms spinning, 8.2 ms not
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
 def export_onnx(
     encoder: Encoder,        # the torch encoder to export (its weights are not changed)
     directory: str | Path,   # created if missing; gets `encoder.onnx`, `onnx.json` and the tokenizer
@@ -47,16 +81,8 @@ def export_onnx(
     directory = Path(directory); directory.mkdir(parents=True, exist_ok=True)
     graph = _UnitVectors(encoder.model).cpu().eval()   # eval: the exporter restores the wrapper's mode, not the model's own
     example = encoder.tokenizer(["cordless drill", "patio chair with cushions"], padding=True, return_tensors="pt")
-    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "vectors": {0: "batch"}}
     training = encoder.model.training
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), torch.no_grad(), _root_logging_kept():
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-        warnings.simplefilter("ignore")   # the tracer's notes on Python control flow in the Hugging Face model
-        fp32 = Path(tmp) / ONNX_FILE
-        torch.onnx.export(graph, (example["input_ids"], example["attention_mask"]), str(fp32), input_names=["input_ids", "attention_mask"],
-                          output_names=["vectors"], dynamic_axes=axes, opset_version=opset, dynamo=False)
-        if int8: quantize_dynamic(str(fp32), str(directory / ONNX_FILE), weight_type=QuantType.QInt8, per_channel=True)
-        else: os.replace(fp32, directory / ONNX_FILE)
+    write_graph(graph, {name: example[name] for name in ("input_ids", "attention_mask")}, "vectors", directory / ONNX_FILE, int8, opset)
     encoder.model.train(training).to(encoder.device)
     encoder.tokenizer.save_pretrained(directory)
     info = {"format": "onnx-int8" if int8 else "onnx", "dim": encoder.dim, "max_length": encoder.max_length, "opset": opset,
@@ -74,7 +100,6 @@ class OnnxEncoder(Encoder):
         max_length: int | None = None,    # tokens kept per text; the exported encoder's when omitted
         threads: int | None = None,       # ONNX Runtime's threads; torch's thread count when omitted
     ):
-        import onnxruntime as ort
         from transformers import AutoTokenizer
         directory = Path(directory)
         if not (directory / ONNX_FILE).is_file() or not (directory / ONNX_INFO).is_file():
@@ -85,16 +110,9 @@ class OnnxEncoder(Encoder):
         self.max_length = max_length or self.info["max_length"]
         self.batch_size = batch_size or default_batch_size(self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(directory)
-        def session(n_threads: int):
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = n_threads
-            # ONNX Runtime's threads spin after each run by default, and took the cores from the torch scorer and BM25 that
-            # follow: one Home Depot search (54,667 items, AMD EPYC, 2 cores) took p50 13.9 ms spinning, 8.2 ms not
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            return ort.InferenceSession(str(directory / ONNX_FILE), options, providers=["CPUExecutionProvider"])
         # A few short texts run as fast on one thread (~500 queries/s either way here), and one thread leaves the other
         # core to the server; a full batch needs them all (64 titles per call: 127 texts/s on one thread, 218 on two)
-        self.small_session, self.session = session(1), session(threads or torch.get_num_threads())
+        self.small_session, self.session = (cpu_session(directory / ONNX_FILE, n) for n in (1, threads or torch.get_num_threads()))
 
     @property
     def dim(self) -> int: return self.info["dim"]

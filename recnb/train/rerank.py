@@ -210,19 +210,12 @@ def export_onnx(
     opset: int = 17,
 ) -> Path:
     "Write `cross` with int8 weights for ONNX Runtime, loadable by `load(folder)`."
-    import tempfile, warnings
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from recnb.index.onnx_encoder import _root_logging_kept
+    from recnb.index.onnx_encoder import write_graph
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     example = cross.tokens(["cordless drill", "patio chair"], ["18V cordless drill driver kit", "cushion for a patio chair"])
-    names = ["input_ids", "attention_mask", "token_type_ids"]
     training, device = cross.training, next(cross.parameters()).device
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), torch.no_grad(), _root_logging_kept():
-        warnings.simplefilter("ignore")   # the tracer's notes on Python control flow in the Hugging Face model
-        fp32 = Path(tmp) / ONNX_FILE
-        torch.onnx.export(_Scores(cross.cpu().eval()), tuple(example[n] for n in names), str(fp32), input_names=names, output_names=["scores"],
-                          dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, "scores": {0: "batch"}}, opset_version=opset, dynamo=False)
-        quantize_dynamic(str(fp32), str(folder / ONNX_FILE), weight_type=QuantType.QInt8, per_channel=True)
+    write_graph(_Scores(cross.cpu().eval()), {n: example[n] for n in ("input_ids", "attention_mask", "token_type_ids")}, "scores",
+                folder / ONNX_FILE, int8=True, opset=opset)
     cross.train(training).to(device)
     cross.tokenizer.save_pretrained(folder)
     write_json(folder / CONFIG_FILE, {**cross.info, "max_length": cross.max_length, "format": "onnx-int8"})
@@ -231,14 +224,11 @@ def export_onnx(
 class OnnxCrossEncoder:
     "A cross-encoder folder written by `export_onnx`, run by ONNX Runtime on the CPU; scores like `CrossEncoder`."
     def __init__(self, folder: str | Path, info: dict):
-        import onnxruntime as ort
         from transformers import AutoTokenizer
+        from recnb.index.onnx_encoder import cpu_session
         self.info, self.max_length = info, info["max_length"]
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")   # as the encoder's: the cores go back to the rest of a search
-        self.session = ort.InferenceSession(str(Path(folder) / ONNX_FILE), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(Path(folder) / ONNX_FILE, torch.get_num_threads())   # as the encoder's: the cores go back to the rest of a search
 
     tokens = CrossEncoder.tokens
 
