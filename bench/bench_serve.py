@@ -2,7 +2,8 @@
 
 python bench/bench_serve.py --model recnb:TAG [--rates 10,20,50,100,150,200] [--duration 60] [--json out.json]
 With a two-stage package (`recnb.train.rerank`), `recnb-first-stage` serves the same package with its second stage off
-(RECNB_RERANK_TIMEOUT_MS=0), and each recnb contender's re-ranked and fallen-back queries are printed.
+(RECNB_RERANK_TIMEOUT_MS=0), `--rerank-top-n` serves it shallower than evaluated (RECNB_RERANK_TOP_N), and each recnb
+contender's re-ranked and fallen-back queries are printed.
 An open-model load (fixed arrival rate: request i is sent at i/rate s whatever the answers do; asyncio + aiohttp, or httpx
 with --client httpx, the load generator of the fifteenth to eighteenth sessions) on
 127.0.0.1, the same seeded query stream for every contender, rates rising until the contender saturates (p99 over
@@ -150,6 +151,7 @@ def main():
                    help="cycle: the shuffled test queries in turn; zipf: drawn with probability ∝ 1/rank^--zipf-s (repeats)")
     p.add_argument("--zipf-s", type=float, default=1.0)
     p.add_argument("--client", choices=CLIENTS, default="aiohttp", help="the load generator's HTTP client")
+    p.add_argument("--rerank-top-n", type=int, help="a two-stage package: items re-ranked per query (RECNB_RERANK_TOP_N), the run's when unset")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     import bentoml
@@ -162,6 +164,7 @@ def main():
     np.random.default_rng(0).shuffle(queries)
     if args.stream == "zipf": queries = zipf_stream(queries, 20_000, args.zipf_s)
     env = {"RECNB_MODEL": str(stored.tag), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if args.rerank_top_n: env["RECNB_RERANK_TOP_N"] = str(args.rerank_top_n)
     serve = [sys.executable, "-m", "bentoml", "serve", "service:RecnbService", "--host", "127.0.0.1"]
     commands = {   # recnb without its answer cache unless named: every query computed, as the peer does
         "recnb-batched": (serve, {"RECNB_BATCHING": "1", "RECNB_CACHE_SIZE": "0"}),
@@ -174,7 +177,7 @@ def main():
     out = {"machine": machine_name(), "model": str(stored.tag), "ranker": info["ranker"], "items": info["items"],
            "encoder": (info.get("encoder") or {"format": "torch"})["format"], "stream": args.stream,
            "zipf_s": args.zipf_s if args.stream == "zipf" else None, "duration_s": args.duration, "queries": len(set(queries)), "client": args.client,
-           "results": {}, "cache": {}}
+           "rerank_top_n": args.rerank_top_n or (info.get("rerank") or {}).get("top_n"), "results": {}, "cache": {}}
     print(f"{out['machine']}; {out['model']} ({info['ranker']}, {info['items']:,} items, encoder {out['encoder']}); "
           f"{args.duration:.0f} s per rate; client {args.client}; stream {args.stream}" + (f" (s = {args.zipf_s})" if args.stream == "zipf" else ""))
     log_dir = ROOT / "bench" / "out"; log_dir.mkdir(parents=True, exist_ok=True)

@@ -26,19 +26,27 @@ from recnb.serve.monitoring import OperationalMiddleware, ServiceMonitor, count_
 
 MODEL_TAG = os.environ.get("RECNB_MODEL", "recnb:latest")
 API_KEY = os.environ.get("RECNB_API_KEY") or None
-MAX_BATCH = int(os.environ.get("RECNB_MAX_BATCH", "64"))   # queries ranked in one pass
+def setting(name: str, parse, valid, want: str, default=None):
+    "A setting from the environment (`default` when unset); a bad value stops the service before it starts, saying `want`."
+    raw = os.environ.get(name)
+    if raw in (None, ""): return default
+    try: value = parse(raw)
+    except ValueError: value = None
+    if value is None or not valid(value): sys.exit(f"recnb: {name}={raw}: {want}")
+    return value
+
+MAX_BATCH = setting("RECNB_MAX_BATCH", int, lambda v: v >= 1, "give the most queries ranked in one pass, 1 or more", 64)
 BATCHING = os.environ.get("RECNB_BATCHING", "1") != "0"    # 0: every /search ranks alone (the benchmark's comparison)
-CACHE_SIZE = int(os.environ.get("RECNB_CACHE_SIZE", "4096"))  # /search answers kept per worker for repeated queries; 0: none
-if CACHE_SIZE < 0: sys.exit(f"recnb: RECNB_CACHE_SIZE={CACHE_SIZE}: give 0 (no cache) or more")
-RERANK_TIMEOUT_MS = os.environ.get("RECNB_RERANK_TIMEOUT_MS")  # a two-stage package's time budget per batch (its run's rerank.timeout_ms when unset); 0: first stage only
-try: RERANK_TIMEOUT_MS = None if RERANK_TIMEOUT_MS in (None, "") else float(RERANK_TIMEOUT_MS)
-except ValueError: RERANK_TIMEOUT_MS = -1.0
-if RERANK_TIMEOUT_MS is not None and not 0 <= RERANK_TIMEOUT_MS < float("inf"):
-    sys.exit(f"recnb: RECNB_RERANK_TIMEOUT_MS={os.environ['RECNB_RERANK_TIMEOUT_MS']}: give milliseconds, 0 or more (0: no second stage)")
+# /search answers kept per worker for repeated queries; 0: none
+CACHE_SIZE = setting("RECNB_CACHE_SIZE", int, lambda v: v >= 0, "give 0 (no cache) or more", 4096)
+# a two-stage package's time budget per batch (its run's rerank.timeout_ms when unset); 0: first stage only
+RERANK_TIMEOUT_MS = setting("RECNB_RERANK_TIMEOUT_MS", float, lambda v: 0 <= v < float("inf"), "give milliseconds, 0 or more (0: no second stage)")
+# a two-stage package's first-stage items re-ranked per query (its run's rerank.top_n when unset): fewer cost less time
+RERANK_TOP_N = setting("RECNB_RERANK_TOP_N", int, lambda v: 2 <= v <= MAX_K, f"give the items re-ranked per query, 2 to {MAX_K}")
 MONITORING = os.environ.get("RECNB_MONITORING", "1") != "0"  # 0: no recnb metrics, drift or anomaly detection
 ARM = os.environ.get("RECNB_ARM", "champion")               # the arm's name without an experiment
-DRIFT_WINDOW = int(os.environ.get("RECNB_DRIFT_WINDOW", "100"))   # live queries compared with the reference
-ANOMALY_INTERVAL_S = float(os.environ.get("RECNB_ANOMALY_INTERVAL_S", "10"))  # interval of the latency and error series
+DRIFT_WINDOW = setting("RECNB_DRIFT_WINDOW", int, lambda v: v >= 1, "give the live queries compared with the reference, 1 or more", 100)
+ANOMALY_INTERVAL_S = setting("RECNB_ANOMALY_INTERVAL_S", float, lambda v: 0 < v < float("inf"), "give seconds, above 0", 10.0)  # of the latency and error series
 TLS_CERT, TLS_KEY = os.environ.get("RECNB_TLS_CERT"), os.environ.get("RECNB_TLS_KEY")
 if bool(TLS_CERT) != bool(TLS_KEY): sys.exit("recnb: set both RECNB_TLS_CERT and RECNB_TLS_KEY (PEM files) to serve HTTPS, or neither")
 TLS = {"ssl": {"enabled": True, "certfile": TLS_CERT, "keyfile": TLS_KEY}} if TLS_CERT else {}
@@ -82,8 +90,9 @@ class RecnbService:
         packages = [getattr(self, f"package_{i}") for i in range(len(TAGS))]
         try:
             models, self.costs = load_models({t: p.path for t, p in zip(TAGS, packages)}, tags={t: str(p.tag) for t, p in zip(TAGS, packages)})
-            if RERANK_TIMEOUT_MS is not None:
-                for model in models.values(): model.rerank_timeout_s = RERANK_TIMEOUT_MS / 1000
+            for model in models.values():
+                if RERANK_TIMEOUT_MS is not None: model.rerank_timeout_s = RERANK_TIMEOUT_MS / 1000
+                if RERANK_TOP_N is not None and model.second: model.second.top_n = RERANK_TOP_N
             log = None
             if EXPERIMENT:
                 from recnb.serve.feedback import FeedbackLog
@@ -196,9 +205,9 @@ def http_error(e: RequestError) -> bentoml.exceptions.BentoMLException:
 
 for _i, _tag in enumerate(TAGS): setattr(RecnbService, f"package_{_i}", bentoml.models.BentoModel(_tag))  # bentoml build packs each
 RecnbService = bentoml.service(
-    traffic={"timeout": int(os.environ.get("RECNB_TIMEOUT_S", "10")),
-             "max_concurrency": int(os.environ.get("RECNB_MAX_CONCURRENCY", "64"))},
-    workers=int(os.environ.get("RECNB_WORKERS", "1")),
+    traffic={"timeout": setting("RECNB_TIMEOUT_S", int, lambda v: v >= 1, "give whole seconds, 1 or more", 10),
+             "max_concurrency": setting("RECNB_MAX_CONCURRENCY", int, lambda v: v >= 1, "give requests, 1 or more", 64)},
+    workers=setting("RECNB_WORKERS", int, lambda v: v >= 1, "give worker processes, 1 or more", 1),
     resources={"cpu": os.environ.get("RECNB_CPU", "2")},
     **TLS,
 )(RecnbService)

@@ -88,14 +88,17 @@ def test_the_service_reranks_within_its_budget_and_counts_fallbacks(two_stage, t
     assert fallback.reranked == [False] * 3
     assert fallback.ids != reranked.ids                                         # the second stage changes the order
     assert fallback.ids == model.ranker.rank(queries, k=10).ids                 # the fallback is the first stage's order
-    server, url = serve(two_stage, tmp_path / "serve.log", RECNB_RERANK_TIMEOUT_MS="600000")
+    model.rerank_timeout_s, model.second.top_n = 600.0, 5   # served shallower than evaluated: only the first 5 re-ordered
+    shallow, _, _ = model.rank_queries(queries, k=10)
+    assert [ids[5:] for ids in shallow.ids] == [ids[5:] for ids in fallback.ids]
+    server, url = serve(two_stage, tmp_path / "serve.log", RECNB_RERANK_TIMEOUT_MS="600000", RECNB_RERANK_TOP_N="5")
     try:
         with httpx.Client(timeout=30) as client:
             got = [client.post(f"{url}/search", json={"query": q, "k": 10}) for q in queries]
             assert all(r.status_code == 200 for r in got), [r.text for r in got]
-            assert [[h["item_id"] for h in r.json()["items"]] for r in got] == reranked.ids
+            assert [[h["item_id"] for h in r.json()["items"]] for r in got] == shallow.ids
             info = client.get(f"{url}/info").json()
-            assert info["rerank"] == {"first_stage": model.info["rerank"]["first_stage"], "top_n": 20, "format": "torch", "weight": 1.0,
+            assert info["rerank"] == {"first_stage": model.info["rerank"]["first_stage"], "top_n": 5, "format": "torch", "weight": 1.0,
                                       "timeout_ms": 600000.0}
         assert _counts(url) == {"reranked": 3.0}
     finally: server.stop()
@@ -109,12 +112,16 @@ def test_the_service_reranks_within_its_budget_and_counts_fallbacks(two_stage, t
     finally: server.stop()
 
 
-def test_a_bad_rerank_budget_stops_the_service_before_it_starts(two_stage, tmp_path):
+@pytest.mark.parametrize("name, value, says", [("RECNB_RERANK_TIMEOUT_MS", "soon", "give milliseconds"),
+                                               ("RECNB_RERANK_TOP_N", "1", "give the items re-ranked per query, 2 to 100"),
+                                               ("RECNB_MAX_BATCH", "lots", "give the most queries ranked in one pass")])
+def test_a_bad_serving_setting_stops_the_service_before_it_starts(two_stage, name, value, says):
     import subprocess, sys
     from conftest import ROOT
     out = subprocess.run([sys.executable, "-c", "import service"], cwd=ROOT / "bentos", capture_output=True, text=True, timeout=120,
-                         env={**two_stage["env"], "RECNB_MODEL": two_stage["tag"], "RECNB_RERANK_TIMEOUT_MS": "soon"})
-    assert out.returncode != 0 and "RECNB_RERANK_TIMEOUT_MS=soon: give milliseconds" in out.stderr, out.stderr[-2000:]
+                         env={**two_stage["env"], "RECNB_MODEL": two_stage["tag"], name: value})
+    assert out.returncode != 0 and f"recnb: {name}={value}: {says}" in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
 
 
 def test_a_second_stage_a_run_cannot_train_is_refused_before_training(tmp_path):

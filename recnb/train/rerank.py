@@ -16,6 +16,7 @@ from ..data.bundles import Catalog, SearchData
 from ..names import TWO_STAGE
 from ..params import RerankParams
 from ..rank.baselines import Ranking
+from .towers import length_buckets_for, length_groups
 
 # %% auto #0
 __all__ = ['MODEL_FILE', 'CONFIG_FILE', 'USE_KEYS', 'ONNX_FILE', 'CrossEncoder', 'save', 'load', 'training_groups',
@@ -45,6 +46,17 @@ class CrossEncoder(torch.nn.Module):
         return dict(self.tokenizer(list(queries), list(texts), truncation=True, max_length=self.max_length, padding=True,
                                    return_tensors="pt"))
 
+    def batches(self, queries: Sequence[str], texts: Sequence[str], device="cpu") -> tuple[list[dict], torch.Tensor]:
+        "The pairs as padded groups of similar length (as many as `length_buckets_for(device)`), and where each pair's score lies in the groups' scores put end to end."
+        lengths = self.tokenizer(list(queries), list(texts), truncation=True, max_length=self.max_length, return_length=True)["length"]
+        groups = length_groups(lengths, length_buckets_for(device))
+        where = torch.from_numpy(np.argsort(np.concatenate(groups)))
+        return [self.tokens([queries[i] for i in g], [texts[i] for i in g]) for g in groups], where
+
+    def scores(self, groups: list[dict], where: torch.Tensor) -> torch.Tensor:
+        "The scores of `batches`' groups, in the pairs' order (differentiable: training runs through it)."
+        return torch.cat([self(**g) for g in groups])[where.to(self.head.weight.device)]
+
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         hidden = self.body(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -56,9 +68,9 @@ class CrossEncoder(torch.nn.Module):
         if not len(texts): return np.zeros(0, dtype=np.float32)
         self.eval()
         device = next(self.parameters()).device
-        batch = {k: v.to(device) for k, v in self.tokens(queries, texts).items()}
+        groups, where = self.batches(queries, texts, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=native_bf16(device)):
-            return self(**batch).float().cpu().numpy()
+            return self.scores([{k: v.to(device) for k, v in g.items()} for g in groups], where).float().cpu().numpy()
 
 # %% ../../nbs/train/15c_rerank.ipynb #b5e9a146
 def save(self: CrossEncoder, folder: str | Path, info: dict) -> None:
@@ -114,7 +126,7 @@ class RerankModule(pl.LightningModule):
         self.losses: list[float] = []
 
     def training_step(self, batch, batch_idx):
-        scores = self.cross(**batch).float().view(-1, 1 + self.settings.negatives)
+        scores = self.cross.scores(*batch).float().view(-1, 1 + self.settings.negatives)
         loss = torch.nn.functional.cross_entropy(scores, torch.zeros(len(scores), dtype=torch.long, device=scores.device))
         self.losses.append(loss.item())
         self.log("train_loss", loss, prog_bar=True, batch_size=len(scores))
@@ -178,9 +190,10 @@ def fit_reranker(
     titles = dict(zip(data.catalog.ids, data.catalog.titles(data.catalog.ids)))
     cross = CrossEncoder.pretrained(start, settings.max_length).train()   # from_pretrained gives eval mode: dropout on for training
     drawn = _drawn_groups(groups, titles, settings, seed)
-    def collate(part): return cross.tokens([q for qs, _ in part for q in qs], [t for _, ts in part for t in ts])
+    device = "cuda" if torch.cuda.is_available() else "cpu"   # where Lightning trains (devices=1)
+    def collate(part): return cross.batches([q for qs, _ in part for q in qs], [t for _, ts in part for t in ts], device)
     loader = torch.utils.data.DataLoader(drawn, batch_size=settings.batch_queries, collate_fn=collate)
-    precision = training_precision(settings, torch.cuda.is_available())   # the bi-encoder's rule
+    precision = training_precision(settings, device == "cuda")   # the bi-encoder's rule
     module = RerankModule(cross, settings, settings.steps)
     trainer = pl.Trainer(max_steps=settings.steps, max_epochs=1, precision=precision, gradient_clip_val=1.0, devices=1,
                          logger=False, enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
@@ -230,13 +243,14 @@ class OnnxCrossEncoder:
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
         self.session = cpu_session(Path(folder) / ONNX_FILE, torch.get_num_threads())   # as the encoder's: the cores go back to the rest of a search
 
-    tokens = CrossEncoder.tokens
+    tokens, batches = CrossEncoder.tokens, CrossEncoder.batches
 
     def score(self, queries: Sequence[str], texts: Sequence[str]) -> np.ndarray:
         "One score per (query, text) pair, higher is more relevant."
         if not len(texts): return np.zeros(0, dtype=np.float32)
-        feed = {k: v.numpy() for k, v in self.tokens(queries, texts).items()}
-        return self.session.run(None, feed)[0].astype(np.float32)
+        groups, where = self.batches(queries, texts)
+        found = [self.session.run(None, {k: v.numpy() for k, v in g.items()})[0] for g in groups]
+        return np.concatenate(found)[where.numpy()].astype(np.float32)
 
 # %% ../../nbs/train/15c_rerank.ipynb #6ea30052
 def _scaled(values: np.ndarray, lo: float, hi: float) -> np.ndarray:

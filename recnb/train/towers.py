@@ -18,8 +18,8 @@ from ..index.encoder import Encoder, TokenTable, load_pretrained, pooled_unit_ve
 from ..params import TrainParams
 
 # %% auto #0
-__all__ = ['info_nce', 'length_buckets_for', 'bucketed_unit_vectors', 'BulkDropout', 'with_bulk_dropout', 'RetrievalModule',
-           'fused_adamw', 'encode_with', 'save_towers']
+__all__ = ['info_nce', 'length_groups', 'length_buckets_for', 'bucketed_unit_vectors', 'BulkDropout', 'with_bulk_dropout',
+           'RetrievalModule', 'fused_adamw', 'encode_with', 'save_towers']
 
 # %% ../../nbs/train/13_towers.ipynb #a039fd4b
 def info_nce(
@@ -46,9 +46,12 @@ def info_nce(
 def in_buckets(self: TokenTable, rows: Sequence[int], buckets: int = 4) -> list[dict[str, torch.Tensor]]:
     "Texts `rows` in up to `buckets` groups sorted by length, each padded, with `rows`: its texts' places in `rows`."
     rows = np.asarray(rows, dtype=np.int64)
-    order = np.argsort(self.lengths[rows], kind="stable")
-    return [{**self.padded(rows[part]), "rows": torch.from_numpy(part)}
-            for part in np.array_split(order, max(1, min(buckets, len(rows))))]
+    return [{**self.padded(rows[part]), "rows": torch.from_numpy(part)} for part in length_groups(self.lengths[rows], buckets)]
+
+def length_groups(lengths: Sequence[int], buckets: int) -> list[np.ndarray]:
+    "Positions of texts of these `lengths`, sorted by length, in up to `buckets` groups of nearly equal size."
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    return np.array_split(order, max(1, min(buckets, len(order))))
 
 def length_buckets_for(device: torch.device, buckets: int | None = None) -> int:
     "Groups per side of a batch: `buckets` if given, else 4 on a CPU (less padding) and 1 on a GPU (fewer kernels)."
