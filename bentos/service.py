@@ -123,9 +123,9 @@ class RecnbService:
                           "promotion": {k: v for k, v in (read_promotion(LOG_PATH, EXPERIMENT.name if EXPERIMENT else None) or {}).items() if k != "report"} or None}
         return {**champion.describe(), "arm": self.armed.arms_for(None)[0].name, "experiment": experiment}
 
-    def _rank(self, tag: str, queries: list[str]) -> list[tuple[Ranked, object, object, bool]]:
-        "Each query's top MAX_K, vector and best score (what the answer cache keeps) and whether it is final, after monitoring saw them."
-        ranking, vectors, best = self.armed.models[tag].rank_queries(queries, k=MAX_K)
+    def _rank(self, tag: str, queries: list[str], since: float | None = None) -> list[tuple[Ranked, object, object, bool]]:
+        "Each query's top MAX_K, vector and best score (what the answer cache keeps) and whether it is final, after monitoring saw them; a second stage's budget counts from `since`."
+        ranking, vectors, best = self.armed.models[tag].rank_queries(queries, k=MAX_K, since=since)
         if tag in self.monitors: self.monitors[tag].searched(queries, vectors, best)
         if MONITORING and ranking.reranked is not None: count_rerank(self.labels[tag], ranking.reranked)
         final = ranking.reranked or [True] * len(queries)   # False: a two-stage model's fallback (not cached)
@@ -141,7 +141,7 @@ class RecnbService:
             if tag in self.monitors: self.monitors[tag].searched([query], found[1][None], found[2][None])
             return found[0]
         if BATCHING: found = await self.batchers[tag](query)
-        else: found = (await asyncio.to_thread(self._rank, tag, [query]))[0]
+        else: found = (await asyncio.to_thread(self._rank, tag, [query], time.perf_counter()))[0]
         if found[3]: self.cache.put(model, query, found)   # a fallback answer is not kept: the next ask may be re-ranked
         return found[0]
 

@@ -131,7 +131,7 @@ class RerankParams(StrictModel):
     precision: str = "auto"                      # Lightning's; auto: bf16 mixed where the device computes in bf16 natively
     top_n: int = Field(50, ge=2, le=100)         # first-stage items re-scored, in evaluation and in the service (at most its 100)
     weight: float = Field(1.0, ge=0)             # the first stage's min–max scaled score in the blend (the cross-encoder's weighs 1)
-    timeout_ms: float = Field(250.0, gt=0)       # served: queries of a batch not re-ranked within this keep the first stage's order
+    timeout_ms: float = Field(250.0, gt=0)       # served: queries not re-ranked this long after their batch's oldest request arrived keep the first stage's order
 
     @model_validator(mode="after")
     def _gains_apart(self):

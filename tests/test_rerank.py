@@ -1,5 +1,5 @@
 "The two-stage search end to end: a run trains and scores the cross-encoder, `recnb package` carries it, `bentoml serve` re-ranks within its budget and counts what fell back."
-import json, re
+import json, re, time
 import httpx
 import pytest
 from conftest import package_path, recnb_cli, serve
@@ -88,6 +88,9 @@ def test_the_service_reranks_within_its_budget_and_counts_fallbacks(two_stage, t
     assert fallback.reranked == [False] * 3
     assert fallback.ids != reranked.ids                                         # the second stage changes the order
     assert fallback.ids == model.ranker.rank(queries, k=10).ids                 # the fallback is the first stage's order
+    model.rerank_timeout_s = 600.0
+    waited, _, _ = model.rank_queries(queries, k=10, since=time.perf_counter() - 601)   # the oldest request waited out the budget
+    assert waited.reranked == [False] * 3 and waited.ids == fallback.ids
     model.rerank_timeout_s, model.second.top_n = 600.0, 5   # served shallower than evaluated: only the first 5 re-ordered
     shallow, _, _ = model.rank_queries(queries, k=10)
     assert [ids[5:] for ids in shallow.ids] == [ids[5:] for ids in fallback.ids]

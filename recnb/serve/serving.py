@@ -182,9 +182,10 @@ def rank_queries(
     self: PackagedModel,
     queries: Sequence[str],   # query texts (already validated)
     k: int = MAX_K,           # items per query
+    since: float | None = None,  # `time.perf_counter()` when the oldest of `queries` arrived: the second stage's budget counts from then (from now when None)
 ) -> tuple[Ranking, torch.Tensor, torch.Tensor]:
-    "The served ranking of each query (a two-stage package: re-ranked while the batch's time budget lasts), its vector and its best cosine score."
-    began = time.perf_counter()
+    "The served ranking of each query (a two-stage package: re-ranked while the time budget lasts), its vector and its best cosine score."
+    deadline = (time.perf_counter() if since is None else since) + self.rerank_timeout_s
     wanted = max(k, self.second.top_n) if self.second else k   # what the first stage gives
     vectors = self.encoder.encode(list(queries))
     depth = max(self.hybrid.depth, wanted) if self.hybrid else wanted
@@ -193,16 +194,16 @@ def rank_queries(
     if self.hybrid is None: found = Ranking([i[:wanted] for i in dense.ids], [s[:wanted] for s in dense.scores])
     else: found = fuse([self.hybrid.rankers[0].rank(list(queries), depth), dense], self.hybrid.weights, self.hybrid.method, wanted, self.hybrid.rrf_c)
     if self.second is None: return found, vectors, best
-    return self.second.rerank(queries, found, k, deadline=began + self.rerank_timeout_s), vectors, best
+    return self.second.rerank(queries, found, k, deadline=deadline), vectors, best
 
 PackagedModel.rank_queries = rank_queries
 
 # %% ../../nbs/serve/19_serving.ipynb #c0e57ab4
 class QueryBatcher:
-    "Join concurrent single-query calls into batched calls of `rank` (a list of queries → a list of answers)."
+    "Join concurrent single-query calls into batched calls of `rank` (a list of queries and when the oldest arrived → a list of answers)."
     def __init__(
         self,
-        rank,                      # list[str] -> list, one answer per query, in order; run in a worker thread
+        rank,                      # (list[str], since) -> list, one answer per query, in order; `since`: `time.perf_counter()` at the oldest's arrival; run in a worker thread
         max_batch_size: int = 64,  # most queries per call
     ):
         self.rank, self.max_batch_size = rank, max_batch_size
@@ -214,7 +215,7 @@ class QueryBatcher:
         "The answer for one query, computed together with whatever else is waiting."
         import asyncio
         future = asyncio.get_running_loop().create_future()
-        self.pending.append((query, future))
+        self.pending.append((query, future, time.perf_counter()))
         if not self.running:
             self.running = True
             asyncio.get_running_loop().create_task(self._drain())
@@ -225,15 +226,15 @@ class QueryBatcher:
         try:
             while self.pending:
                 batch, self.pending = self.pending[:self.max_batch_size], self.pending[self.max_batch_size:]
-                batch = [(q, f) for q, f in batch if not f.done()]  # cancelled (timed out) requests drop out
+                batch = [(q, f, t) for q, f, t in batch if not f.done()]  # cancelled (timed out) requests drop out
                 if not batch: continue
                 self.batch_sizes = (self.batch_sizes + [len(batch)])[-1000:]
-                try: answers = await asyncio.to_thread(self.rank, [q for q, _ in batch])
+                try: answers = await asyncio.to_thread(self.rank, [q for q, _, _ in batch], min(t for _, _, t in batch))
                 except Exception as e:
-                    for _, f in batch:
+                    for _, f, _ in batch:
                         if not f.done(): f.set_exception(e)
                     continue
-                for (_, f), answer in zip(batch, answers):
+                for (_, f, _), answer in zip(batch, answers):
                     if not f.done(): f.set_result(answer)
         finally: self.running = False
 

@@ -19,12 +19,13 @@ from ..rank.baselines import Ranking
 from .towers import length_buckets_for, length_groups
 
 # %% auto #0
-__all__ = ['MODEL_FILE', 'CONFIG_FILE', 'USE_KEYS', 'ONNX_FILE', 'CrossEncoder', 'save', 'load', 'training_groups',
-           'RerankModule', 'fit_reranker', 'export_onnx', 'OnnxCrossEncoder', 'RerankedRanker']
+__all__ = ['MODEL_FILE', 'CONFIG_FILE', 'USE_KEYS', 'MIN_GROUP_PAIRS', 'ONNX_FILE', 'CrossEncoder', 'save', 'load',
+           'training_groups', 'RerankModule', 'fit_reranker', 'export_onnx', 'OnnxCrossEncoder', 'RerankedRanker']
 
 # %% ../../nbs/train/15c_rerank.ipynb #7f65b902
 MODEL_FILE, CONFIG_FILE = "model.safetensors", "rerank.json"
 USE_KEYS = ("top_n", "weight", "timeout_ms")   # `RerankParams` keys that say how the trained cross-encoder is used: changing them trains nothing again
+MIN_GROUP_PAIRS = 16   # smaller length groups cost more in passes than they save in padding (bench/RESULTS.md: 20 pairs in 4 groups were 7 % slower than in one)
 
 class CrossEncoder(torch.nn.Module):
     "A transformer reading a query and an item's text as one sequence; a linear head on its mean-pooled tokens scores the pair."
@@ -49,7 +50,7 @@ class CrossEncoder(torch.nn.Module):
     def batches(self, queries: Sequence[str], texts: Sequence[str], device="cpu") -> tuple[list[dict], torch.Tensor]:
         "The pairs as padded groups of similar length (as many as `length_buckets_for(device)`), and where each pair's score lies in the groups' scores put end to end."
         lengths = self.tokenizer(list(queries), list(texts), truncation=True, max_length=self.max_length, return_length=True)["length"]
-        groups = length_groups(lengths, length_buckets_for(device))
+        groups = length_groups(lengths, length_buckets_for(device), min_size=MIN_GROUP_PAIRS)
         where = torch.from_numpy(np.argsort(np.concatenate(groups)))
         return [self.tokens([queries[i] for i in g], [texts[i] for i in g]) for g in groups], where
 

@@ -48,10 +48,14 @@ def in_buckets(self: TokenTable, rows: Sequence[int], buckets: int = 4) -> list[
     rows = np.asarray(rows, dtype=np.int64)
     return [{**self.padded(rows[part]), "rows": torch.from_numpy(part)} for part in length_groups(self.lengths[rows], buckets)]
 
-def length_groups(lengths: Sequence[int], buckets: int) -> list[np.ndarray]:
+def length_groups(
+    lengths: Sequence[int],
+    buckets: int,
+    min_size: int = 1,   # fewer groups rather than groups smaller than this: each costs a pass of its own
+) -> list[np.ndarray]:
     "Positions of texts of these `lengths`, sorted by length, in up to `buckets` groups of nearly equal size."
     order = np.argsort(np.asarray(lengths), kind="stable")
-    return np.array_split(order, max(1, min(buckets, len(order))))
+    return np.array_split(order, max(1, min(buckets, len(order) // max(1, min_size))))
 
 def length_buckets_for(device: torch.device, buckets: int | None = None) -> int:
     "Groups per side of a batch: `buckets` if given, else 4 on a CPU (less padding) and 1 on a GPU (fewer kernels)."
