@@ -26,6 +26,7 @@ from recnb.serve.monitoring import OperationalMiddleware, ServiceMonitor, count_
 
 MODEL_TAG = os.environ.get("RECNB_MODEL", "recnb:latest")
 API_KEY = os.environ.get("RECNB_API_KEY") or None
+
 def setting(name: str, parse, valid, want: str, default=None):
     "A setting from the environment (`default` when unset); a bad value stops the service before it starts, saying `want`."
     raw = os.environ.get(name)
@@ -39,7 +40,7 @@ MAX_BATCH = setting("RECNB_MAX_BATCH", int, lambda v: v >= 1, "give the most que
 BATCHING = os.environ.get("RECNB_BATCHING", "1") != "0"    # 0: every /search ranks alone (the benchmark's comparison)
 # /search answers kept per worker for repeated queries; 0: none
 CACHE_SIZE = setting("RECNB_CACHE_SIZE", int, lambda v: v >= 0, "give 0 (no cache) or more", 4096)
-# a two-stage package's time budget per batch (its run's rerank.timeout_ms when unset); 0: first stage only
+# a two-stage package's time budget, from the arrival of a batch's oldest request (its run's rerank.timeout_ms when unset); 0: first stage only
 RERANK_TIMEOUT_MS = setting("RECNB_RERANK_TIMEOUT_MS", float, lambda v: 0 <= v < float("inf"), "give milliseconds, 0 or more (0: no second stage)")
 # a two-stage package's first-stage items re-ranked per query (its run's rerank.top_n when unset): fewer cost less time
 RERANK_TOP_N = setting("RECNB_RERANK_TOP_N", int, lambda v: 2 <= v <= MAX_K, f"give the items re-ranked per query, 2 to {MAX_K}")
