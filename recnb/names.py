@@ -7,15 +7,16 @@ from __future__ import annotations
 import re
 
 # %% auto #0
-__all__ = ['SEARCH_RANKERS', 'REC_RANKERS', 'SEQUENCE_RANKERS', 'TWO_STAGE', 'MODEL_RANKERS', 'STANDARD_BASELINES', 'METRICS',
-           'parse_metric', 'metric_name']
+__all__ = ['SEARCH_RANKERS', 'ITEM_RANKERS', 'REC_RANKERS', 'SEQUENCE_RANKERS', 'TWO_STAGE', 'MODEL_RANKERS',
+           'STANDARD_BASELINES', 'METRICS', 'parse_metric', 'metric_name']
 
 # %% ../nbs/05b_names.ipynb #b5b00006
 SEARCH_RANKERS = ("bm25", "zero-shot", "hybrid-rrf", "hybrid-blend")
-REC_RANKERS = ("popularity", "co-occurrence", "zero-shot")
+ITEM_RANKERS = ("co-occurrence", "ease")   # item-to-item rankers of the training sequences; the text model fuses with each (`fine-tuned+NAME`)
+REC_RANKERS = ("popularity", *ITEM_RANKERS, "zero-shot")
 SEQUENCE_RANKERS = ("sasrec", "sasrec+co-occurrence", "fine-tuned+sasrec+co-occurrence")  # built by `recnb.train.sequence.sequence_rankers`
 TWO_STAGE = "two-stage"   # search: the best first stage re-ranked by the cross-encoder (`recnb.train.rerank.RerankedRanker`)
-MODEL_RANKERS = ("fine-tuned", "fine-tuned+bm25", "fine-tuned-items", "fine-tuned+co-occurrence") + SEQUENCE_RANKERS + (TWO_STAGE,)  # never baselines
+MODEL_RANKERS = ("fine-tuned", "fine-tuned+bm25", "fine-tuned-items", *(f"fine-tuned+{n}" for n in ITEM_RANKERS)) + SEQUENCE_RANKERS + (TWO_STAGE,)  # never baselines
 STANDARD_BASELINES = {"search": ("bm25", "zero-shot", "hybrid-rrf"), "recommendation": REC_RANKERS}  # when none are named
 
 # %% ../nbs/05b_names.ipynb #b5b00009

@@ -85,7 +85,7 @@ class EvalParams(StrictModel):
     gain: Literal["linear", "exponential"] = "linear"
     baselines: Optional[list[Baseline]] = None  # None: the task's STANDARD_BASELINES; names of the other task are skipped
     fuse_with_bm25: bool = True                  # search: also score the fine-tuned model fused with BM25
-    fuse_with_cooccurrence: bool = True          # recommendation: also score it fused with item co-occurrence
+    fuse_with_cooccurrence: bool = True          # recommendation: also score it fused with each item-to-item ranker (co-occurrence; EASE up to its catalog size)
     fusion: Literal["blend", "rrf"] = "blend"    # how: equal-weight min–max score blend (beat RRF on Home Depot, bench/RESULTS.md) or reciprocal rank
     model_ranker: Literal[MODEL_RANKERS + ("best",)] = "best"  # the run's model (`recnb.names.MODEL_RANKERS`); best = the best on validation
     champion: Optional[str] = None               # the serving champion (a run directory or a package folder): re-evaluated on this run's splits as ranker `champion`
@@ -128,6 +128,7 @@ class RerankParams(StrictModel):
     lr: float = Field(1e-4, gt=0, lt=1)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     max_length: int = Field(48, ge=8, le=512)    # tokens of the query and the item's title together
+    first_score: bool = False                    # it also reads the first stage's score of each item (0–100 before the title) and learns how far to trust it
     precision: str = "auto"                      # Lightning's; auto: bf16 mixed where the device computes in bf16 natively
     top_n: int = Field(50, ge=2, le=100)         # first-stage items re-scored, in evaluation and in the service (at most its 100)
     weight: float = Field(1.0, ge=0)             # the first stage's min–max scaled score in the blend (the cross-encoder's weighs 1)

@@ -14,8 +14,9 @@ import torch
 from ..data.bundles import Catalog, history_text
 
 # %% auto #0
-__all__ = ['HISTORY_MODES', 'Ranking', 'top_positive', 'BM25Ranker', 'DenseRanker', 'ranking_of', 'mean_item_vectors',
-           'PopularityRanker', 'CooccurrenceRanker', 'HybridRanker', 'fuse']
+__all__ = ['HISTORY_MODES', 'EASE_MAX_ITEMS', 'ITEM_RANKER_TYPES', 'Ranking', 'top_positive', 'BM25Ranker', 'DenseRanker',
+           'ranking_of', 'mean_item_vectors', 'PopularityRanker', 'ItemVotesRanker', 'CooccurrenceRanker', 'EaseRanker',
+           'fused_item_rankers', 'HybridRanker', 'fuse']
 
 # %% ../../nbs/rank/10_baselines.ipynb #0b01f574
 @dataclass
@@ -182,30 +183,19 @@ class PopularityRanker:
         return Ranking(ids, scores)
 
 # %% ../../nbs/rank/10_baselines.ipynb #a606e599
-class CooccurrenceRanker:
-    "Items that followed the shopper's latest items in the training sequences; popularity after them."
-    name = "co-occurrence"
-    def __init__(
-        self,
-        train_sequences: dict[str, list[str]],  # user -> items, oldest first
-        window: int = 3,                         # an item up to `window` steps later co-occurs (weight 1/steps)
-        history_items: int = 5,                  # latest items of a shopper that vote
-        recency: float = 0.8,                    # vote of an item `age` steps back: recency^age
-        both_directions: bool = False,           # also count items that came before (weight halved)
-    ):
-        from scipy import sparse
+class ItemVotesRanker:
+    "What the item-to-item rankers share: a shopper's latest items vote, weighted by recency, through an items × items `matrix`."
+    ids: list[str]            # most popular first
+    position: dict[str, int]
+    prior: np.ndarray         # popularity order, too small to outvote a real score
+    history_items: int        # latest items of a shopper that vote
+    recency: float            # vote of an item `age` steps back: recency^age
+
+    def _set_items(self, train_sequences: dict[str, list[str]], history_items: int, recency: float) -> None:
         self.popularity = PopularityRanker(train_sequences)
-        self.ids = self.popularity.items  # most popular first
+        self.ids = self.popularity.items
         self.position = {item: p for p, item in enumerate(self.ids)}
-        rows, cols, weights = [], [], []
-        for seq in train_sequences.values():
-            p = [self.position[i] for i in seq]
-            for step in range(1, window + 1):
-                rows += p[:-step]; cols += p[step:]; weights += [1.0 / step] * max(len(p) - step, 0)
-        n = len(self.ids)
-        pairs = sparse.csr_matrix((np.array(weights, dtype=np.float32), (rows, cols)), shape=(n, n))
-        self.matrix = (pairs + 0.5 * pairs.T).tocsr() if both_directions else pairs
-        self.prior = 1e-6 * (1 - np.arange(n, dtype=np.float32) / n)  # popularity order, too small to outvote a co-occurrence
+        self.prior = 1e-6 * (1 - np.arange(len(self.ids), dtype=np.float32) / len(self.ids))
         self.history_items, self.recency = history_items, recency
 
     def rank_histories(self, histories: Sequence[Sequence[str]], k: int = 100, chunk: int = 2048) -> Ranking:
@@ -220,15 +210,77 @@ class CooccurrenceRanker:
                 rows += [r] * len(known); cols += known
                 votes += [self.recency ** age for age in range(len(known) - 1, -1, -1)]
             shoppers = sparse.csr_matrix((votes, (rows, cols)), shape=(len(part), len(self.ids)), dtype=np.float32)
-            dense = torch.from_numpy((shoppers @ self.matrix).toarray() + self.prior)
+            found = shoppers @ self.matrix
+            dense = torch.from_numpy(np.asarray(found.toarray() if sparse.issparse(found) else found, dtype=np.float32) + self.prior)
             for r, history in enumerate(part):
-                seen = [self.position[i] for i in history if i in self.position]
-                dense[r, seen] = -1.0
+                dense[r, [self.position[i] for i in history if i in self.position]] = -np.inf
             top = dense.topk(min(k, len(self.ids)), dim=1)
             for row_scores, row_ids in zip(top.values.tolist(), top.indices.tolist()):
-                kept = [(self.ids[i], s) for i, s in zip(row_ids, row_scores) if s >= 0]
+                kept = [(self.ids[i], s) for i, s in zip(row_ids, row_scores) if s > -np.inf]
                 ids.append([i for i, _ in kept]); scores.append([s for _, s in kept])
         return Ranking(ids, scores)
+
+class CooccurrenceRanker(ItemVotesRanker):
+    "Items that followed the shopper's latest items in the training sequences; popularity after them."
+    name = "co-occurrence"
+    def __init__(
+        self,
+        train_sequences: dict[str, list[str]],  # user -> items, oldest first
+        window: int = 3,                         # an item up to `window` steps later co-occurs (weight 1/steps)
+        history_items: int = 5,                  # latest items of a shopper that vote
+        recency: float = 0.8,                    # vote of an item `age` steps back: recency^age
+        both_directions: bool = False,           # also count items that came before (weight halved)
+    ):
+        from scipy import sparse
+        self._set_items(train_sequences, history_items, recency)
+        rows, cols, weights = [], [], []
+        for seq in train_sequences.values():
+            p = [self.position[i] for i in seq]
+            for step in range(1, window + 1):
+                rows += p[:-step]; cols += p[step:]; weights += [1.0 / step] * max(len(p) - step, 0)
+        n = len(self.ids)
+        pairs = sparse.csr_matrix((np.array(weights, dtype=np.float32), (rows, cols)), shape=(n, n))
+        self.matrix = (pairs + 0.5 * pairs.T).tocsr() if both_directions else pairs
+
+# %% ../../nbs/rank/10_baselines.ipynb #3954b958
+EASE_MAX_ITEMS = 20_000   # an items × items inverse in float64: 3.2 GB and minutes on 2 cores at this size
+
+class EaseRanker(ItemVotesRanker):
+    "EASE: item-to-item weights of a ridge regression of each item on the others over the training baskets; popularity after them."
+    name = "ease"
+    def __init__(
+        self,
+        train_sequences: dict[str, list[str]],  # user -> items, oldest first (each user's items are one basket)
+        l2: float = 50.0,                        # the ridge penalty (Scientific's validation choice, bench/RESULTS.md)
+        history_items: int = 5,                  # latest items of a shopper that vote
+        recency: float = 0.8,                    # vote of an item `age` steps back: recency^age
+    ):
+        from scipy import sparse
+        if l2 <= 0: raise ValueError(f"ease: l2={l2}; give a positive ridge penalty (e.g. 50)")
+        self._set_items(train_sequences, history_items, recency)
+        n = len(self.ids)
+        if n > EASE_MAX_ITEMS: raise ValueError(f"ease: {n:,} items; EASE inverts an items × items matrix and takes at most "
+                                                f"{EASE_MAX_ITEMS:,} items; use co-occurrence for this catalog")
+        rows = [u for u, seq in enumerate(train_sequences.values()) for _ in seq]
+        cols = [self.position[i] for seq in train_sequences.values() for i in seq]
+        baskets = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(train_sequences), n))
+        baskets.sum_duplicates(); baskets.data[:] = 1.0   # bought at all, not how often
+        gram = (baskets.T @ baskets).toarray()
+        gram[np.diag_indices(n)] += l2
+        inverse = np.linalg.inv(gram)
+        weights = -inverse / np.diag(inverse)[None, :]
+        np.fill_diagonal(weights, 0.0)
+        self.matrix, self.l2 = weights.astype(np.float32), l2
+
+# %% ../../nbs/rank/10_baselines.ipynb #9575a0e7
+ITEM_RANKER_TYPES = {kind.name: kind for kind in (CooccurrenceRanker, EaseRanker)}   # by the names in `recnb.names.ITEM_RANKERS`
+
+def fused_item_rankers(
+    model: str,                             # a model's ranker name, e.g. `fine-tuned+ease`
+    train_sequences: dict[str, list[str]],  # the run's training sequences
+) -> list:
+    "The item-to-item ranker `model` fuses with, trained on `train_sequences`; none unless `model` is `fine-tuned+NAME`."
+    return [kind(train_sequences) for name, kind in ITEM_RANKER_TYPES.items() if model == f"fine-tuned+{name}"]
 
 # %% ../../nbs/rank/10_baselines.ipynb #57b24fbd
 class HybridRanker:

@@ -7,14 +7,14 @@ from __future__ import annotations
 import time
 from typing import Mapping, Sequence
 import pandas as pd
-from .baselines import BM25Ranker, CooccurrenceRanker, DenseRanker, HybridRanker, PopularityRanker
+from .baselines import EASE_MAX_ITEMS, BM25Ranker, CooccurrenceRanker, DenseRanker, EaseRanker, HybridRanker, PopularityRanker
 from ..data.bundles import Catalog, RecData, SearchData, task_of
 from .metrics import evaluate, metric_table
-from ..names import REC_RANKERS, SEARCH_RANKERS, STANDARD_BASELINES, parse_metric
+from ..names import ITEM_RANKERS, REC_RANKERS, SEARCH_RANKERS, STANDARD_BASELINES, parse_metric
 
 # %% auto #0
-__all__ = ['SEARCH_METRICS', 'REC_METRICS', 'search_rankers', 'rec_rankers', 'baseline_rankers', 'evaluate_search',
-           'evaluate_recommendation', 'model_rankers']
+__all__ = ['SEARCH_METRICS', 'REC_METRICS', 'search_rankers', 'rec_rankers', 'item_rankers', 'baseline_rankers',
+           'evaluate_search', 'evaluate_recommendation', 'model_rankers']
 
 # %% ../../nbs/rank/11_evaluate.ipynb #f7ade752
 SEARCH_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
@@ -42,19 +42,30 @@ def search_rankers(
             rankers[f"hybrid-{method}"] = HybridRanker([rankers["bm25"], rankers["zero-shot"]], method)
     return {name: rankers[name] for name in which}
 
+def _applicable(data: RecData, name: str) -> bool:
+    "Whether the baseline `name` can rank `data`: zero-shot needs item text, EASE at most `EASE_MAX_ITEMS` items (named, it says why not)."
+    return {"zero-shot": data.catalog.has_text, "ease": len(data.catalog) <= EASE_MAX_ITEMS}.get(name, True)
+
 def rec_rankers(
     data: RecData,
-    which: Sequence[str] | None = None,     # any of popularity, co-occurrence, zero-shot; all that apply when omitted
+    which: Sequence[str] | None = None,     # any of popularity, co-occurrence, ease, zero-shot; all that apply when omitted
     encoder=None,                          # a `recnb.index.encoder.Encoder`; the default model when omitted
 ) -> dict:
     "The standard recommendation baselines, trained on the leave-last-out training sequences (zero-shot needs item text)."
-    which = [w for w in (REC_RANKERS if which is None else which) if w != "zero-shot" or data.catalog.has_text]
+    which = [w for w in REC_RANKERS if _applicable(data, w)] if which is None else [w for w in which if w != "zero-shot" or data.catalog.has_text]
     unknown = sorted(set(which) - set(REC_RANKERS))
     if unknown: raise ValueError(f"unknown recommendation ranker(s) {unknown}; known: {list(REC_RANKERS)}")
     train = data.split().train
-    build = {"popularity": lambda: PopularityRanker(train), "co-occurrence": lambda: CooccurrenceRanker(train),
+    build = {"popularity": lambda: PopularityRanker(train), "co-occurrence": lambda: CooccurrenceRanker(train), "ease": lambda: EaseRanker(train),
              "zero-shot": lambda: DenseRanker(_encoder(encoder), data.catalog, name="zero-shot")}
     return {name: build[name]() for name in which}
+
+def item_rankers(
+    data: RecData,
+    built: Mapping[str, object] = {},   # rankers by name already built (a run's baselines), reused
+) -> list:
+    "The item-to-item rankers (`ITEM_RANKERS`) that apply to `data`: what the text model fuses with."
+    return [built.get(n) or rec_rankers(data, [n])[n] for n in ITEM_RANKERS if _applicable(data, n)]
 
 def baseline_rankers(
     data: SearchData | RecData,
@@ -111,16 +122,16 @@ def model_rankers(
     fuse_with_bm25: bool = False,    # search: add `fine-tuned+bm25`
     fusion: str = "blend",           # search: how `fine-tuned+bm25` fuses (rrf or blend)
     bm25: BM25Ranker | None = None,  # search: a BM25 ranker of `catalog` to reuse
-    cooccurrence: CooccurrenceRanker | None = None,  # recommendation: add `fine-tuned+co-occurrence`, fused with it
+    item_rankers: Sequence = (),     # recommendation: item-to-item rankers (co-occurrence, ease); adds `fine-tuned+NAME` fused with each
 ) -> dict:
     "The trained model's rankers by name."
     if task not in ("search", "recommendation"): raise ValueError(f"task must be search or recommendation, not {task!r}")
     if task == "recommendation":
         rankers = {"fine-tuned": DenseRanker(encoder, catalog, index, "fine-tuned", history="text", history_items=history_items),
                    "fine-tuned-items": DenseRanker(encoder, catalog, index, "fine-tuned-items", history="items")}
-        if cooccurrence is not None:
-            rankers["fine-tuned+co-occurrence"] = HybridRanker([cooccurrence, rankers["fine-tuned"]], fusion,
-                                                               name="fine-tuned+co-occurrence")
+        for items in item_rankers:
+            name = f"fine-tuned+{items.name}"
+            rankers[name] = HybridRanker([items, rankers["fine-tuned"]], fusion, name=name)
         return rankers
     rankers = {"fine-tuned": DenseRanker(encoder, catalog, index, "fine-tuned")}
     if fuse_with_bm25:

@@ -74,7 +74,6 @@ def champion_ranker(
     path: str | Path,       # the champion: a run directory, or a package folder (`recnb package`; verified first)
     data,                   # this run's dataset: the champion ranks its catalog
     bm25=None,              # this run's BM25 ranker, reused when the champion fuses with BM25
-    cooccurrence=None,      # this run's co-occurrence ranker, reused when the champion fuses with it
 ):
     "The champion's own ranker (its encoder, ranker, fusion, history length) over this run's catalog (scored as `champion`)."
     from recnb.data.bundles import task_of
@@ -102,11 +101,10 @@ def champion_ranker(
         ranker = cross.info["first_stage"]
     encoder = load_encoder(path / "model")   # a package's compressed encoder, or the run's torch one
     task = task_of(data)
-    if task == "recommendation" and cooccurrence is None and ranker == "fine-tuned+co-occurrence":
-        from recnb.rank.baselines import CooccurrenceRanker
-        cooccurrence = CooccurrenceRanker(data.split().train)
+    from recnb.rank.baselines import fused_item_rankers
+    fused = fused_item_rankers(ranker, data.split().train) if task == "recommendation" else []
     rankers = model_rankers(task, encoder, ItemIndex.build(encoder, data.catalog), data.catalog, history_items,
-                            fuse_with_bm25=ranker == "fine-tuned+bm25", fusion=fusion, bm25=bm25, cooccurrence=cooccurrence)
+                            fuse_with_bm25=ranker == "fine-tuned+bm25", fusion=fusion, bm25=bm25, item_rankers=fused)
     if cross is None: return rankers[ranker]
     from recnb.train.rerank import RerankedRanker
     return RerankedRanker(rankers[ranker], cross, data.catalog, second["top_n"], second["weight"])
@@ -166,11 +164,10 @@ def run(
     progress: bool = False,        # show Lightning's progress bar
 ) -> dict:
     "Run the whole pipeline for one parameter set and write the run directory; returns the metrics."
-    from recnb.rank.baselines import CooccurrenceRanker
     from recnb.config import load_settings
     from recnb.data.bundles import task_of
     from recnb.index.encoder import Encoder
-    from recnb.rank.evaluate import baseline_rankers, evaluate_recommendation, evaluate_search, model_rankers
+    from recnb.rank.evaluate import baseline_rankers, evaluate_recommendation, evaluate_search, item_rankers, model_rankers
     from recnb.index.scorer import ItemIndex
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").unlink(missing_ok=True)
@@ -194,9 +191,8 @@ def run(
         score(baselines)
     if params.eval.champion:
         with clock.stage("champion"): score({"champion": champion_ranker(params.eval.champion, data, baselines.get("bm25"))})
-    cooccurrence = None
-    if not search and params.eval.fuse_with_cooccurrence:
-        cooccurrence = baselines.get("co-occurrence") or CooccurrenceRanker(data.split().train)
+    fused = item_rankers(data, baselines) if not search and params.eval.fuse_with_cooccurrence else []
+    cooccurrence = next((r for r in fused if r.name == "co-occurrence"), None)   # the sequence model fuses with it too
     fit_info, ours = {}, {}
     if text:
         tracker = settings.tracker_mode if params.tracker == "settings" else params.tracker
@@ -206,7 +202,7 @@ def run(
             index.save(run_dir / "index")
         with clock.stage("evaluate"):
             ours = model_rankers(task_of(data), tuned, index, data.catalog, params.train.history_items,
-                                 params.eval.fuse_with_bm25, params.eval.fusion, baselines.get("bm25"), cooccurrence)
+                                 params.eval.fuse_with_bm25, params.eval.fusion, baselines.get("bm25"), fused)
             score(ours)
     later, later_fits = _later_models(params, data, run_dir, ours, metrics["valid"], cooccurrence, clock, progress)
     with clock.stage("evaluate"): score(later)

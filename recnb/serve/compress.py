@@ -49,7 +49,7 @@ def compress_encoder(
     fusion: str = "blend",      # its fusion
     history_items: int = 3,     # recommendation: items in the history text
     bm25=None,                  # search: the BM25 ranker to share (built when the served ranker needs one)
-    cooccurrence=None,          # recommendation: the co-occurrence ranker to share
+    item_rankers=(),            # recommendation: the item-to-item ranker the served ranker fuses with, to share
 ) -> tuple:
     "`(encoder, index, record)`: the compressed encoder, the index it serves with and how it compares with the torch encoder."
     if kind not in COMPRESSED: raise ValueError(f"kind={kind!r}; choose one of {', '.join(COMPRESSED)}")
@@ -68,7 +68,7 @@ def compress_encoder(
         bm25 = BM25Ranker(data.catalog)
     def rankers(e, i, prefix):
         built = model_rankers(task, e, i, data.catalog, history_items, fuse_with_bm25=ranker == "fine-tuned+bm25",
-                              fusion=fusion, bm25=bm25, cooccurrence=cooccurrence)
+                              fusion=fusion, bm25=bm25, item_rankers=item_rankers)
         return {f"{prefix}:{name}": built[name] for name in dict.fromkeys([ranker, "fine-tuned"])}
     both = {**rankers(encoder, index, "torch"), **rankers(compressed, new_index, kind)}
     quality = {split: _scores(data, task, both, split) for split in ("valid", "test")}
@@ -108,7 +108,7 @@ def choose_encoder(
     directory: str | Path,      # the folder a compressed encoder is written to (left empty for torch)
     ranker: str, fusion: str = "blend", history_items: int = 3,
     max_loss: float = MAX_NDCG_LOSS,
-    bm25=None, cooccurrence=None,
+    bm25=None, item_rankers=(),
 ) -> tuple:
     "`(encoder, index, record)` for `choice`; `auto` tries onnx-int8, then onnx, then keeps torch, and records each try."
     if choice not in ENCODER_CHOICES: raise ValueError(f"--encoder {choice!r}; choose one of {', '.join(ENCODER_CHOICES)}")
@@ -117,7 +117,7 @@ def choose_encoder(
         if kind == "torch": return encoder, index, {"format": "torch", "chosen_by": choice, "tried": tried}
         shutil.rmtree(directory, ignore_errors=True)
         compressed, new_index, record = compress_encoder(encoder, index, data, kind, directory, ranker, fusion, history_items,
-                                                         bm25=bm25, cooccurrence=cooccurrence)
+                                                         bm25=bm25, item_rankers=item_rankers)
         try: check_loss(record, max_loss)
         except EncoderLossError as e:
             if choice != "auto": raise

@@ -215,7 +215,7 @@ def package(
     max_ndcg_loss: float = MAX_NDCG_LOSS,  # validation NDCG@10 a compressed encoder may lose against torch
 ) -> str:
     "Store a finished run as a new version of BentoML model `name`; returns its tag."
-    from recnb.rank.baselines import BM25Ranker, CooccurrenceRanker
+    from recnb.rank.baselines import BM25Ranker, fused_item_rankers
     from recnb.serve.compress import EncoderLossError, choose_encoder, choose_reranker
     from recnb.data.bundles import task_of
     from recnb.index.encoder import Encoder
@@ -251,11 +251,11 @@ def package(
         check_safetensors(run_dir / "rerank" / MODEL_FILE, PackageError, again)
         rerank = {"first_stage": first, **{k: getattr(params.rerank, k) for k in USE_KEYS}}
     bm25 = BM25Ranker(data.catalog) if first == "fine-tuned+bm25" else None
-    cooccurrence = CooccurrenceRanker(data.split().train) if first == "fine-tuned+co-occurrence" else None
+    fused = fused_item_rankers(first, data.split().train) if task == "recommendation" else []
     work = Path(tempfile.mkdtemp(prefix="recnb-package-"))
     try:
         served, served_index, encoder_record = choose_encoder(tuned, index, data, encoder, work / "model", first, params.eval.fusion,
-                                                              params.train.history_items, max_ndcg_loss, bm25, cooccurrence)
+                                                              params.train.history_items, max_ndcg_loss, bm25, fused)
         rankers = model_rankers(task, served, served_index, data.catalog, params.train.history_items)
         tensors, facts = reference_statistics(rankers.get(first, rankers["fine-tuned"]), data, seed=params.seed)
         rerank_dir = None
@@ -297,7 +297,7 @@ def _store(run_dir: Path, name: str, *, data, params, metrics, manifest, verdict
         if bm25 is not None: bm25.save(target / "bm25")  # the service loads it, not indexing again
         if rerank is not None: shutil.copytree(rerank_dir, target / "rerank")   # the second stage's cross-encoder, as `choose_reranker` chose
         _catalog_table(data.catalog).to_parquet(target / "catalog.parquet", index=False)
-        if task == "recommendation": write_json(target / "sequences.json", data.split().train)  # for co-occurrence
+        if task == "recommendation": write_json(target / "sequences.json", data.split().train)  # for co-occurrence and EASE
         save_file(tensors, str(target / "reference.safetensors"))
         info["tag"] = str(stored.tag)
         (target / "README.md").write_text(model_card(run_dir, info, params.model_dump(mode="json"), manifest, metrics,

@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Sequence
 import pandas as pd
 import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
-from ..rank.baselines import BM25Ranker, CooccurrenceRanker, DenseRanker, Ranking, fuse, ranking_of
+from ..rank.baselines import BM25Ranker, DenseRanker, Ranking, fuse, fused_item_rankers, ranking_of
 from ..data.bundles import Catalog
 from .deploy import verify_package
 from ..rank.evaluate import model_rankers
@@ -138,13 +138,12 @@ class PackagedModel:
         self.catalog = Catalog(table, self.info["text_fields"])
         second = self.info.get("rerank")   # a two-stage package: its first stage is built as any ranker, then the cross-encoder
         first = second["first_stage"] if second else self.info["ranker"]
-        cooccurrence = None
-        if first == "fine-tuned+co-occurrence":  # built from the run's training sequences, as evaluated
-            cooccurrence = CooccurrenceRanker(json.loads((self.path / "sequences.json").read_text()))
+        fused = []   # co-occurrence or EASE: built from the run's training sequences, as evaluated
+        if self.info["task"] == "recommendation": fused = fused_item_rankers(first, json.loads((self.path / "sequences.json").read_text()))
         bm25 = BM25Ranker.load(self.path / "bm25", self.catalog) if (self.path / "bm25").is_dir() else None  # older packages: indexed here
         rankers = model_rankers(self.info["task"], self.encoder, self.index, self.catalog, self.info.get("history_items", 3),
                                 fuse_with_bm25=first == "fine-tuned+bm25", fusion=self.info["fusion"],
-                                bm25=bm25, cooccurrence=cooccurrence)
+                                bm25=bm25, item_rankers=fused)
         self.ranker = rankers[first]
         self.hybrid = rankers.get("fine-tuned+bm25")
         self.second, self.rerank_timeout_s = None, 0.0
@@ -186,7 +185,7 @@ def rank_queries(
 ) -> tuple[Ranking, torch.Tensor, torch.Tensor]:
     "The served ranking of each query (a two-stage package: re-ranked while the time budget lasts), its vector and its best cosine score."
     deadline = (time.perf_counter() if since is None else since) + self.rerank_timeout_s
-    wanted = max(k, self.second.top_n) if self.second else k   # what the first stage gives
+    wanted = self.second.first_depth(k) if self.second else k   # what the first stage gives
     vectors = self.encoder.encode(list(queries))
     depth = max(self.hybrid.depth, wanted) if self.hybrid else wanted
     dense = ranking_of(self.index.search(vectors, k=depth))

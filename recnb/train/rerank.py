@@ -19,8 +19,9 @@ from ..rank.baselines import Ranking
 from .towers import length_buckets_for, length_groups
 
 # %% auto #0
-__all__ = ['MODEL_FILE', 'CONFIG_FILE', 'USE_KEYS', 'MIN_GROUP_PAIRS', 'ONNX_FILE', 'CrossEncoder', 'save', 'load',
-           'training_groups', 'RerankModule', 'fit_reranker', 'export_onnx', 'OnnxCrossEncoder', 'RerankedRanker']
+__all__ = ['MODEL_FILE', 'CONFIG_FILE', 'USE_KEYS', 'MIN_GROUP_PAIRS', 'ONNX_FILE', 'CrossEncoder', 'save', 'load', 'read_scores',
+           'item_text', 'training_groups', 'RerankModule', 'fit_reranker', 'export_onnx', 'OnnxCrossEncoder',
+           'RerankedRanker']
 
 # %% ../../nbs/train/15c_rerank.ipynb #7f65b902
 MODEL_FILE, CONFIG_FILE = "model.safetensors", "rerank.json"
@@ -99,23 +100,44 @@ def load(folder: str | Path, device: str | torch.device = "cpu",
 
 CrossEncoder.save, CrossEncoder.load = save, staticmethod(load)
 
+# %% ../../nbs/train/15c_rerank.ipynb #da3f8198
+def _scaled(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return (values - lo) / (hi - lo) if hi > lo else np.ones_like(values)
+
+def read_scores(
+    scores: np.ndarray,   # the first stage's scores of one query's items, best first
+    span: int,            # scaled over the first `span` (the `top_n` it was trained with)
+) -> np.ndarray:
+    "The first stage's scores as the cross-encoder reads them: 0 to 1 over the top `span`, clipped at 0 below it."
+    top = scores[:span]
+    return np.clip(_scaled(scores, top.min(), top.max()), 0.0, None) if len(top) else scores
+
+def item_text(
+    title: str,
+    first_score: float | None = None,   # the first stage's score scaled over its top `top_n` (0 to 1); None: the title alone
+) -> str:
+    "What the cross-encoder reads of an item."
+    return title if first_score is None else f"{round(100 * first_score)} | {title}"
+
 # %% ../../nbs/train/15c_rerank.ipynb #17a4415e
 def training_groups(
     data: SearchData,           # the shop: its training queries and judgements
     first,                      # the first stage: a ranker with `rank(queries, k)`
     settings: RerankParams,
-) -> list[tuple[str, list[str], list[float], list[str]]]:
-    "(query, positive ids, their gains, negative ids) for every training query that has a positive and enough negatives."
+) -> list[tuple[str, list[str], list[float], list[str], dict[str, float]]]:
+    "(query, positive ids, their gains, negative ids, the first stage's scaled score of each item it ranked) for every training query that has a positive and enough negatives."
     queries, qrels = data.queries_in("train"), data.qrels("train")
     texts, keys = queries["query"].tolist(), queries["query_id"].astype(str).tolist()
-    ranked = first.rank(texts, k=settings.depth).ids if texts else []
+    found = first.rank(texts, k=max(settings.depth, settings.top_n)) if texts else Ranking([], [])
     groups = []
-    for key, text, top in zip(keys, texts, ranked):
-        gains = qrels.get(key, {})
-        positives = [i for i, g in gains.items() if g >= settings.min_positive_gain]
-        negatives = [i for i in top if gains.get(i, 0.0) <= settings.max_negative_gain]
+    for key, text, top, scores in zip(keys, texts, found.ids, found.scores):
+        gains, scores = qrels.get(key, {}), np.asarray(scores, dtype=np.float64)
+        scaled = dict(zip(top, read_scores(scores, settings.top_n).tolist()))
+        served = set(top[:settings.top_n])   # reading scores: only items the second stage re-scores can be positives
+        positives = [i for i, g in gains.items() if g >= settings.min_positive_gain and (not settings.first_score or i in served)]
+        negatives = [i for i in top[:settings.depth] if gains.get(i, 0.0) <= settings.max_negative_gain]
         if positives and len(negatives) >= settings.negatives:
-            groups.append((text, positives, [gains[i] for i in positives], negatives))
+            groups.append((text, positives, [gains[i] for i in positives], negatives, scaled))
     return groups
 
 # %% ../../nbs/train/15c_rerank.ipynb #9dfc329f
@@ -145,9 +167,9 @@ def _drawn_groups(groups, titles: dict[str, str], settings: RerankParams, seed: 
     rng, order, drawn = random.Random(seed), [], []
     for _ in range(settings.steps * settings.batch_queries):
         if not order: order = list(range(len(groups))); rng.shuffle(order)
-        text, positives, gains, negatives = groups[order.pop()]
+        text, positives, gains, negatives, scaled = groups[order.pop()]
         items = [rng.choices(positives, weights=gains)[0], *rng.sample(negatives, settings.negatives)]
-        drawn.append(([text] * len(items), [titles[i] for i in items]))
+        drawn.append(([text] * len(items), [item_text(titles[i], scaled[i] if settings.first_score else None) for i in items]))
     return drawn
 
 def _weights_digest(folder: Path) -> str:
@@ -177,7 +199,7 @@ def fit_reranker(
     out_dir = Path(out_dir)
     start = out_dir / "model" if settings.start == "run" else Path(resolve_model(pretrained))
     if not start.is_dir(): raise ValueError(f"rerank.start {settings.start!r}: {start} holds no encoder to start from")
-    signature = {"settings": settings.model_dump(exclude=set(USE_KEYS)), "seed": seed, "data": data.fingerprint(), "first_stage": first_name,
+    signature = {"settings": settings.model_dump(exclude=set(USE_KEYS) - ({"top_n"} if settings.first_score else set())), "seed": seed, "data": data.fingerprint(), "first_stage": first_name,
                  "start": _weights_digest(start)}
     target = out_dir / "rerank"
     try:
@@ -203,7 +225,7 @@ def fit_reranker(
     trainer.fit(module, loader)
     seconds = time.perf_counter() - began
     pairs = trainer.global_step * settings.batch_queries * (1 + settings.negatives)
-    info = {"first_stage": first_name, "signature": signature, "steps": trainer.global_step,
+    info = {"first_stage": first_name, "score_span": settings.top_n if settings.first_score else None, "signature": signature, "steps": trainer.global_step,
             "training_queries": len(groups), "seconds": round(seconds, 1), "pairs_per_second": round(pairs / max(seconds, 1e-9), 1),
             "precision": precision, "final_loss": float(np.mean(module.losses[-50:])), "first_loss": float(np.mean(module.losses[:10]))}
     cross = cross.cpu().eval()
@@ -254,9 +276,6 @@ class OnnxCrossEncoder:
         return np.concatenate(found)[where.numpy()].astype(np.float32)
 
 # %% ../../nbs/train/15c_rerank.ipynb #6ea30052
-def _scaled(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    return (values - lo) / (hi - lo) if hi > lo else np.ones_like(values)
-
 class RerankedRanker:
     "A two-stage search: the first stage's top `top_n` re-scored by a cross-encoder, blended with the first stage's scores."
     name = TWO_STAGE
@@ -269,16 +288,21 @@ class RerankedRanker:
         weight: float = 1.0,     # the first stage's scaled score in the blend
     ):
         self.first, self.cross, self.top_n, self.weight = first, cross, top_n, weight
+        self.score_span = cross.info.get("score_span")   # trained with `first_score`: it reads the first stage's score, scaled over this many
         self.titles = dict(zip(catalog.ids, catalog.titles(catalog.ids)))
 
     def rank(self, queries: Sequence[str], k: int = 100) -> Ranking:
         "The two-stage top `k` for each query."
-        return self.rerank(queries, self.first.rank(list(queries), max(k, self.top_n)), k)
+        return self.rerank(queries, self.first.rank(list(queries), self.first_depth(k)), k)
+
+    def first_depth(self, k: int) -> int:
+        "How deep `rerank` needs the first stage's ranking for a top `k`: `top_n`, and the span it reads scores over."
+        return max(k, self.top_n, self.score_span or 0)
 
     def rerank(
         self,
         queries: Sequence[str],
-        found: Ranking,                 # the first stage's ranking of `queries`, at least `top_n` deep where the catalog allows
+        found: Ranking,                 # the first stage's ranking of `queries`, `first_depth(k)` deep where the catalog allows
         k: int = 100,
         deadline: float | None = None,  # `time.perf_counter()` after which queries keep the first stage's order
     ) -> Ranking:
@@ -290,7 +314,8 @@ class RerankedRanker:
                 ids.append(items[:k]); scores.append(first[:k]); done.append(not late); continue
             head, first = items[:self.top_n], np.asarray(first, dtype=np.float64)
             lo, hi = first[:len(head)].min(), first[:len(head)].max()
-            cross = self.cross.score([query] * len(head), [self.titles[i] for i in head]).astype(np.float64)
+            read = read_scores(first, self.score_span)[:len(head)] if self.score_span else [None] * len(head)
+            cross = self.cross.score([query] * len(head), [item_text(self.titles[i], s) for i, s in zip(head, read)]).astype(np.float64)
             blend = _scaled(cross, cross.min(), cross.max()) + self.weight * _scaled(first[:len(head)], lo, hi)
             order = np.argsort(-blend, kind="stable")
             rest = self.weight * _scaled(first[len(head):], lo, hi) - 1.0 if hi > lo else np.full(len(first) - len(head), -1.0)
