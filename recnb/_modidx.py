@@ -366,7 +366,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'recnb.params.ParamsError.__init__': ('params.html#paramserror.__init__', 'recnb/params.py'),
                               'recnb.params.ParamsLoader': ('params.html#paramsloader', 'recnb/params.py'),
                               'recnb.params.RerankParams': ('params.html#rerankparams', 'recnb/params.py'),
-                              'recnb.params.RerankParams._gains_apart': ('params.html#rerankparams._gains_apart', 'recnb/params.py'),
+                              'recnb.params.RerankParams._consistent': ('params.html#rerankparams._consistent', 'recnb/params.py'),
                               'recnb.params.ResourceParams': ('params.html#resourceparams', 'recnb/params.py'),
                               'recnb.params.SequenceParams': ('params.html#sequenceparams', 'recnb/params.py'),
                               'recnb.params.SequenceParams._heads_divide_dim': ( 'params.html#sequenceparams._heads_divide_dim',

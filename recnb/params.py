@@ -135,9 +135,12 @@ class RerankParams(StrictModel):
     timeout_ms: float = Field(250.0, gt=0)       # served: queries not re-ranked this long after their batch's oldest request arrived keep the first stage's order
 
     @model_validator(mode="after")
-    def _gains_apart(self):
+    def _consistent(self):
         if self.max_negative_gain >= self.min_positive_gain:
             raise ValueError(f"max_negative_gain ({self.max_negative_gain}) must be below min_positive_gain ({self.min_positive_gain})")
+        if self.first_score and self.depth < self.top_n:
+            raise ValueError(f"first_score: depth ({self.depth}) must be at least top_n ({self.top_n}); reading scores, the "
+                             "cross-encoder must be trained on every position it re-scores")
         return self
 
 class Params(StrictModel):

@@ -140,6 +140,8 @@ def test_a_second_stage_a_run_cannot_train_is_refused_before_training(tmp_path):
         validate_params({"rerank": {"min_positive_gain": 0.5, "max_negative_gain": 0.5}})
     with pytest.raises(ParamsError, match="rerank.top_n: Input should be less than or equal to 100"):
         validate_params({"rerank": {"top_n": 101}})
+    with pytest.raises(ParamsError, match=r"first_score: depth \(30\) must be at least top_n \(50\)"):
+        validate_params({"rerank": {"first_score": True, "depth": 30, "top_n": 50}})
 
 
 def test_an_int8_cross_encoder_is_packaged_only_as_measured(two_stage):

@@ -74,7 +74,7 @@ def evaluate(
     name: str = typer.Argument("synthetic", help=DATASETS_HELP),
     path: Optional[Path] = typer.Option(None, help="dataset file or folder; under the datasets_dir setting when omitted"),
     split: str = typer.Option("test", help="queries (or leave-last-out targets) to score: valid or test"),
-    rankers: str = typer.Option("", help="comma-separated; search: bm25,zero-shot,hybrid-rrf,hybrid-blend; recommendation: popularity,co-occurrence,zero-shot; all of the task's when omitted"),
+    rankers: str = typer.Option("", help="comma-separated; search: bm25,zero-shot,hybrid-rrf,hybrid-blend; recommendation: popularity,co-occurrence,ease,zero-shot; all of the task's when omitted"),
     model: Optional[str] = typer.Option(None, help="encoder: Hugging Face id or local directory; the default_model setting when omitted"),
     max_items: int = typer.Option(0, help="evaluate on a seeded slice of this many items (whole queries kept); 0 = full catalog"),
     seed: int = typer.Option(0, help="split seed (and slice seed)"),
@@ -83,7 +83,7 @@ def evaluate(
     query_col: str = QUERY_COL, item_id_col: str = ITEM_ID_COL, text_cols: str = TEXT_COLS, grade_col: str = GRADE_COL,
     gains: str = GAINS, gain_offset: float = GAIN_OFFSET, duplicates: str = DUPLICATES,
 ):
-    "Score the baselines (search: BM25, the zero-shot encoder, hybrids; recommendation: popularity, co-occurrence, zero-shot) on a dataset split."
+    "Score the baselines (search: BM25, the zero-shot encoder, hybrids; recommendation: popularity, co-occurrence, EASE, zero-shot) on a dataset split."
     from recnb.data.bundles import RecData, sample_search_data, summarize
     from recnb.data.datasets import load_dataset
     from recnb.data.tables import DataError

@@ -133,8 +133,8 @@ def training_groups(
     for key, text, top, scores in zip(keys, texts, found.ids, found.scores):
         gains, scores = qrels.get(key, {}), np.asarray(scores, dtype=np.float64)
         scaled = dict(zip(top, read_scores(scores, settings.top_n).tolist()))
-        served = set(top[:settings.top_n])   # reading scores: only items the second stage re-scores can be positives
-        positives = [i for i, g in gains.items() if g >= settings.min_positive_gain and (not settings.first_score or i in served)]
+        reach = set(top[:settings.depth])   # reading scores: positives come from where negatives do, or their rank gives them away
+        positives = [i for i, g in gains.items() if g >= settings.min_positive_gain and (not settings.first_score or i in reach)]
         negatives = [i for i in top[:settings.depth] if gains.get(i, 0.0) <= settings.max_negative_gain]
         if positives and len(negatives) >= settings.negatives:
             groups.append((text, positives, [gains[i] for i in positives], negatives, scaled))
