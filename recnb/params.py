@@ -125,6 +125,7 @@ class RerankParams(StrictModel):
     depth: int = Field(30, ge=2)                 # negatives come from the first stage's top `depth`
     min_positive_gain: float = Field(1.0, gt=0)  # judged items at least this good are positives (drawn in proportion to their gain)
     max_negative_gain: float = Field(0.34, ge=0) # mined items judged at most this good (or unjudged) are negatives
+    graded: int = Field(0, ge=0)                 # of a group's `negatives` slots, how many go to the query's other judged items; the loss's targets are the group's gains
     lr: float = Field(1e-4, gt=0, lt=1)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     max_length: int = Field(48, ge=8, le=512)    # tokens of the query and the item's title together
@@ -138,6 +139,8 @@ class RerankParams(StrictModel):
     def _consistent(self):
         if self.max_negative_gain >= self.min_positive_gain:
             raise ValueError(f"max_negative_gain ({self.max_negative_gain}) must be below min_positive_gain ({self.min_positive_gain})")
+        if self.graded > self.negatives:
+            raise ValueError(f"graded ({self.graded}) must be at most negatives ({self.negatives}): it takes some of their slots")
         if self.first_score and self.depth < self.top_n:
             raise ValueError(f"first_score: depth ({self.depth}) must be at least top_n ({self.top_n}); reading scores, the "
                              "cross-encoder must be trained on every position it re-scores")

@@ -142,6 +142,8 @@ def test_a_second_stage_a_run_cannot_train_is_refused_before_training(tmp_path):
         validate_params({"rerank": {"top_n": 101}})
     with pytest.raises(ParamsError, match=r"first_score: depth \(30\) must be at least top_n \(50\)"):
         validate_params({"rerank": {"first_score": True, "depth": 30, "top_n": 50}})
+    with pytest.raises(ParamsError, match=r"graded \(6\) must be at most negatives \(5\)"):
+        validate_params({"rerank": {"graded": 6}})
 
 
 def test_an_int8_cross_encoder_is_packaged_only_as_measured(two_stage):

@@ -124,8 +124,8 @@ def training_groups(
     data: SearchData,           # the shop: its training queries and judgements
     first,                      # the first stage: a ranker with `rank(queries, k)`
     settings: RerankParams,
-) -> list[tuple[str, list[str], list[float], list[str], dict[str, float]]]:
-    "(query, positive ids, their gains, negative ids, the first stage's scaled score of each item it ranked) for every training query that has a positive and enough negatives."
+) -> list[tuple[str, dict[str, float], list[str], dict[str, float]]]:
+    "(query, its judged items above `max_negative_gain` with their gains, negative ids, the first stage's scaled score of each item it ranked) for every training query that has a positive and enough negatives."
     queries, qrels = data.queries_in("train"), data.qrels("train")
     texts, keys = queries["query"].tolist(), queries["query_id"].astype(str).tolist()
     found = first.rank(texts, k=max(settings.depth, settings.top_n)) if texts else Ranking([], [])
@@ -133,24 +133,25 @@ def training_groups(
     for key, text, top, scores in zip(keys, texts, found.ids, found.scores):
         gains, scores = qrels.get(key, {}), np.asarray(scores, dtype=np.float64)
         scaled = dict(zip(top, read_scores(scores, settings.top_n).tolist()))
-        reach = set(top[:settings.depth])   # reading scores: positives come from where negatives do, or their rank gives them away
-        positives = [i for i, g in gains.items() if g >= settings.min_positive_gain and (not settings.first_score or i in reach)]
-        negatives = [i for i in top[:settings.depth] if gains.get(i, 0.0) <= settings.max_negative_gain]
-        if positives and len(negatives) >= settings.negatives:
-            groups.append((text, positives, [gains[i] for i in positives], negatives, scaled))
+        reach = top[:settings.depth]
+        inside = set(reach) if settings.first_score else gains   # reading scores: judged items come from where negatives do, or their rank gives them away
+        judged = {i: g for i, g in gains.items() if g > settings.max_negative_gain and i in inside}
+        negatives = [i for i in reach if gains.get(i, 0.0) <= settings.max_negative_gain]
+        if max(judged.values(), default=0.0) >= settings.min_positive_gain and len(negatives) >= settings.negatives:
+            groups.append((text, judged, negatives, scaled))
     return groups
 
 # %% ../../nbs/train/15c_rerank.ipynb #9dfc329f
 class RerankModule(pl.LightningModule):
-    "Softmax cross entropy of each group's positive (column 0) against its negatives."
+    "Softmax cross entropy of each group's scores against its targets: the items' gains over their sum (the positive in column 0 alone when `graded` is 0)."
     def __init__(self, cross: CrossEncoder, settings: RerankParams, total_steps: int):
         super().__init__()
         self.cross, self.settings, self.total_steps = cross, settings, total_steps
         self.losses: list[float] = []
 
     def training_step(self, batch, batch_idx):
-        scores = self.cross.scores(*batch).float().view(-1, 1 + self.settings.negatives)
-        loss = torch.nn.functional.cross_entropy(scores, torch.zeros(len(scores), dtype=torch.long, device=scores.device))
+        scores = self.cross.scores(*batch[:2]).float().view(-1, 1 + self.settings.negatives)   # batch: length groups, where each pair lies, targets
+        loss = torch.nn.functional.cross_entropy(scores, batch[2].to(scores.device))
         self.losses.append(loss.item())
         self.log("train_loss", loss, prog_bar=True, batch_size=len(scores))
         return loss
@@ -162,14 +163,18 @@ class RerankModule(pl.LightningModule):
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min((step + 1) / warm, max(0.0, (total - step) / max(1, total - warm))))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
-def _drawn_groups(groups, titles: dict[str, str], settings: RerankParams, seed: int) -> list[tuple[list[str], list[str]]]:
-    "`steps × batch_queries` groups as (queries, texts): the positive first, then the negatives."
+def _drawn_groups(groups, titles: dict[str, str], settings: RerankParams, seed: int) -> list[tuple[list[str], list[str], np.ndarray]]:
+    "`steps × batch_queries` groups as (queries, texts, targets): a positive drawn by its gain, up to `graded` other judged items, negatives; the targets are their gains over the sum."
     rng, order, drawn = random.Random(seed), [], []
     for _ in range(settings.steps * settings.batch_queries):
         if not order: order = list(range(len(groups))); rng.shuffle(order)
-        text, positives, gains, negatives, scaled = groups[order.pop()]
-        items = [rng.choices(positives, weights=gains)[0], *rng.sample(negatives, settings.negatives)]
-        drawn.append(([text] * len(items), [item_text(titles[i], scaled[i] if settings.first_score else None) for i in items]))
+        text, judged, negatives, scaled = groups[order.pop()]
+        positives = [i for i, g in judged.items() if g >= settings.min_positive_gain]
+        first = rng.choices(positives, weights=[judged[i] for i in positives])[0]
+        others = rng.sample([i for i in judged if i != first], min(settings.graded, len(judged) - 1))
+        items = [first, *others, *rng.sample(negatives, settings.negatives - len(others))]
+        gains = np.array([judged.get(i, 0.0) for i in items], dtype=np.float32)   # negatives count as 0
+        drawn.append(([text] * len(items), [item_text(titles[i], scaled[i] if settings.first_score else None) for i in items], gains / gains.sum()))
     return drawn
 
 def _weights_digest(folder: Path) -> str:
@@ -214,7 +219,8 @@ def fit_reranker(
     cross = CrossEncoder.pretrained(start, settings.max_length).train()   # from_pretrained gives eval mode: dropout on for training
     drawn = _drawn_groups(groups, titles, settings, seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"   # where Lightning trains (devices=1)
-    def collate(part): return cross.batches([q for qs, _ in part for q in qs], [t for _, ts in part for t in ts], device)
+    def collate(part): return (*cross.batches([q for qs, _, _ in part for q in qs], [t for _, ts, _ in part for t in ts], device),
+                               torch.from_numpy(np.stack([t for *_, t in part])))
     loader = torch.utils.data.DataLoader(drawn, batch_size=settings.batch_queries, collate_fn=collate)
     precision = training_precision(settings, device == "cuda")   # the bi-encoder's rule
     module = RerankModule(cross, settings, settings.steps)
