@@ -52,7 +52,7 @@ def rec_rankers(
     encoder=None,                          # a `recnb.index.encoder.Encoder`; the default model when omitted
 ) -> dict:
     "The standard recommendation baselines, trained on the leave-last-out training sequences (zero-shot needs item text)."
-    which = [w for w in REC_RANKERS if _applicable(data, w)] if which is None else [w for w in which if w != "zero-shot" or data.catalog.has_text]
+    which = [w for w in REC_RANKERS if _applicable(data, w)] if which is None else [w for w in which if w != "zero-shot" or _applicable(data, w)]
     unknown = sorted(set(which) - set(REC_RANKERS))
     if unknown: raise ValueError(f"unknown recommendation ranker(s) {unknown}; known: {list(REC_RANKERS)}")
     train = data.split().train

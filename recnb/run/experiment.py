@@ -143,7 +143,8 @@ def _task_problems(params: Params, name: str, search: bool, text: bool) -> list[
 def _later_models(params: Params, data, run_dir: Path, ours: dict, valid: dict, cooccurrence, clock: Stopwatch, progress: bool) -> tuple[dict, dict]:
     "What is trained on top of the text model, by name, and what its fit reported: search's second stage, recommendation's sequence model."
     from recnb.data.bundles import task_of
-    from recnb.train.rerank import RerankedRanker, fit_reranker
+    from recnb.train.rerank import RerankedRanker
+    from recnb.train.rerank_fit import fit_reranker
     from recnb.train.sequence import fit_sequence, sequence_rankers
     from recnb.names import TWO_STAGE
     if task_of(data) == "search" and params.rerank.steps:

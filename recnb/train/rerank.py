@@ -4,15 +4,14 @@
 
 # %% ../../nbs/train/15c_rerank.ipynb #05de3eb9
 from __future__ import annotations
-import hashlib, random, time
+import time
 from pathlib import Path
 from typing import Sequence
 import numpy as np
 import torch
-import pytorch_lightning as pl
 from safetensors.torch import load_file, save_file
-from ..config import atomic_path, check_safetensors, native_bf16, read_json, write_json
-from ..data.bundles import Catalog, SearchData
+from ..config import check_safetensors, native_bf16, read_json, write_json
+from ..data.bundles import Catalog
 from ..names import TWO_STAGE
 from ..params import RerankParams
 from ..rank.baselines import Ranking
@@ -20,8 +19,7 @@ from .towers import length_buckets_for, length_groups
 
 # %% auto #0
 __all__ = ['MODEL_FILE', 'CONFIG_FILE', 'USE_KEYS', 'MIN_GROUP_PAIRS', 'ONNX_FILE', 'CrossEncoder', 'save', 'load', 'read_scores',
-           'item_text', 'training_groups', 'RerankModule', 'fit_reranker', 'export_onnx', 'OnnxCrossEncoder',
-           'RerankedRanker']
+           'item_text', 'export_onnx', 'OnnxCrossEncoder', 'RerankedRanker']
 
 # %% ../../nbs/train/15c_rerank.ipynb #7f65b902
 MODEL_FILE, CONFIG_FILE = "model.safetensors", "rerank.json"
@@ -83,12 +81,23 @@ def save(self: CrossEncoder, folder: str | Path, info: dict) -> None:
     self.info = {**info, "max_length": self.max_length}
     write_json(folder / CONFIG_FILE, self.info)
 
+def _checked_info(info: dict, path: Path, fix: str) -> dict:
+    "`info` read from `path`, refused by name where a value it is run with is one `RerankParams` would not allow."
+    from pydantic import ValidationError
+    span = info.get("score_span")   # the `top_n` it was trained to read scores over
+    try: RerankParams.model_validate({"max_length": info["max_length"], **({"top_n": span} if span is not None else {})})
+    except ValidationError as e:
+        wrong = [f"{'score_span' if err['loc'] == ('top_n',) else '.'.join(map(str, err['loc']))} {err['input']!r} ({err['msg']})" for err in e.errors()]
+        raise ValueError(f"{path}: {'; '.join(wrong)}; {fix}") from None
+    if not isinstance(info["first_stage"], str): raise ValueError(f"{path}: first_stage {info['first_stage']!r} is not a ranker's name; {fix}")
+    return info
+
 def load(folder: str | Path, device: str | torch.device = "cpu",
          fix: str = "train it again (`recnb run` retrains a damaged reranker)") -> CrossEncoder:
     "The cross-encoder `save` wrote in `folder`, on `device`."
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     folder = Path(folder)
-    info = read_json(folder / CONFIG_FILE, ("max_length", "first_stage"), fix=fix)
+    info = _checked_info(read_json(folder / CONFIG_FILE, ("max_length", "first_stage"), fix=fix), folder / CONFIG_FILE, fix)
     if info.get("format") == "onnx-int8": return OnnxCrossEncoder(folder, info)
     check_safetensors(folder / MODEL_FILE, fix=fix)
     try:
@@ -118,125 +127,6 @@ def item_text(
 ) -> str:
     "What the cross-encoder reads of an item."
     return title if first_score is None else f"{round(100 * first_score)} | {title}"
-
-# %% ../../nbs/train/15c_rerank.ipynb #17a4415e
-def training_groups(
-    data: SearchData,           # the shop: its training queries and judgements
-    first,                      # the first stage: a ranker with `rank(queries, k)`
-    settings: RerankParams,
-) -> list[tuple[str, dict[str, float], list[str], dict[str, float]]]:
-    "(query, its judged items above `max_negative_gain` with their gains, negative ids, the first stage's scaled score of each item it ranked) for every training query that has a positive and enough negatives."
-    queries, qrels = data.queries_in("train"), data.qrels("train")
-    texts, keys = queries["query"].tolist(), queries["query_id"].astype(str).tolist()
-    found = first.rank(texts, k=max(settings.depth, settings.top_n)) if texts else Ranking([], [])
-    groups = []
-    for key, text, top, scores in zip(keys, texts, found.ids, found.scores):
-        gains, scores = qrels.get(key, {}), np.asarray(scores, dtype=np.float64)
-        scaled = dict(zip(top, read_scores(scores, settings.top_n).tolist()))
-        reach = top[:settings.depth]
-        inside = set(reach) if settings.first_score else gains   # reading scores: judged items come from where negatives do, or their rank gives them away
-        judged = {i: g for i, g in gains.items() if g > settings.max_negative_gain and i in inside}
-        negatives = [i for i in reach if gains.get(i, 0.0) <= settings.max_negative_gain]
-        if max(judged.values(), default=0.0) >= settings.min_positive_gain and len(negatives) >= settings.negatives:
-            groups.append((text, judged, negatives, scaled))
-    return groups
-
-# %% ../../nbs/train/15c_rerank.ipynb #9dfc329f
-class RerankModule(pl.LightningModule):
-    "Softmax cross entropy of each group's scores against its targets: the items' gains over their sum (the positive in column 0 alone when `graded` is 0)."
-    def __init__(self, cross: CrossEncoder, settings: RerankParams, total_steps: int):
-        super().__init__()
-        self.cross, self.settings, self.total_steps = cross, settings, total_steps
-        self.losses: list[float] = []
-
-    def training_step(self, batch, batch_idx):
-        scores = self.cross.scores(*batch[:2]).float().view(-1, 1 + self.settings.negatives)   # batch: length groups, where each pair lies, targets
-        loss = torch.nn.functional.cross_entropy(scores, batch[2].to(scores.device))
-        self.losses.append(loss.item())
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(scores))
-        return loss
-
-    def configure_optimizers(self):
-        s, total = self.settings, self.total_steps
-        warm = max(1, int(s.warmup_ratio * total))
-        optimizer = torch.optim.AdamW(self.parameters(), lr=s.lr, weight_decay=0.01)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min((step + 1) / warm, max(0.0, (total - step) / max(1, total - warm))))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-def _drawn_groups(groups, titles: dict[str, str], settings: RerankParams, seed: int) -> list[tuple[list[str], list[str], np.ndarray]]:
-    "`steps × batch_queries` groups as (queries, texts, targets): a positive drawn by its gain, up to `graded` other judged items, negatives; the targets are their gains over the sum."
-    rng, order, drawn = random.Random(seed), [], []
-    for _ in range(settings.steps * settings.batch_queries):
-        if not order: order = list(range(len(groups))); rng.shuffle(order)
-        text, judged, negatives, scaled = groups[order.pop()]
-        positives = [i for i, g in judged.items() if g >= settings.min_positive_gain]
-        first = rng.choices(positives, weights=[judged[i] for i in positives])[0]
-        others = rng.sample([i for i in judged if i != first], min(settings.graded, len(judged) - 1))
-        items = [first, *others, *rng.sample(negatives, settings.negatives - len(others))]
-        gains = np.array([judged.get(i, 0.0) for i in items], dtype=np.float32)   # negatives count as 0
-        drawn.append(([text] * len(items), [item_text(titles[i], scaled[i] if settings.first_score else None) for i in items], gains / gains.sum()))
-    return drawn
-
-def _weights_digest(folder: Path) -> str:
-    "A digest of the starting encoder's weights: a retrained first model means a new reranker."
-    digest = hashlib.sha256()
-    for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
-        with f.open("rb") as stream:
-            for block in iter(lambda: stream.read(1 << 22), b""): digest.update(block)
-    return digest.hexdigest()[:16]
-
-# %% ../../nbs/train/15c_rerank.ipynb #311217da
-def fit_reranker(
-    data: SearchData,                  # the shop: training queries and their judgements
-    out_dir: str | Path,               # the run directory: rerank/ is written here (its model/ is the start with `start: run`)
-    first,                             # the first stage: a ranker with `rank(queries, k)`
-    first_name: str,                   # its name among the run's rankers (recorded; the service rebuilds it)
-    settings: RerankParams,            # with `steps` > 0
-    seed: int = 0,
-    pretrained: str | None = None,     # `start: pretrained`: the encoder (train.model); the shipped MiniLM when None
-    progress: bool = False,            # Lightning's progress bar
-    callbacks: Sequence[pl.Callback] = (),  # extra Lightning callbacks
-) -> CrossEncoder:
-    "Train the cross-encoder behind `first` on `data`'s training queries, save it in out_dir/rerank, return it."
-    from recnb.index.encoder import resolve_model
-    from recnb.train.model import training_precision
-    if settings.steps < 1: raise ValueError("rerank.steps: give the number of training steps (0 means no second stage)")
-    out_dir = Path(out_dir)
-    start = out_dir / "model" if settings.start == "run" else Path(resolve_model(pretrained))
-    if not start.is_dir(): raise ValueError(f"rerank.start {settings.start!r}: {start} holds no encoder to start from")
-    signature = {"settings": settings.model_dump(exclude=set(USE_KEYS) - ({"top_n"} if settings.first_score else set())), "seed": seed, "data": data.fingerprint(), "first_stage": first_name,
-                 "start": _weights_digest(start)}
-    target = out_dir / "rerank"
-    try:
-        done = load(target)
-        if done.info.get("signature") == signature: return done
-    except ValueError: pass   # none, damaged or another fit: trained again
-    pl.seed_everything(seed, workers=True, verbose=False)
-    groups = training_groups(data, first, settings)
-    if not groups: raise ValueError(f"{data.name}: no training query has a judged item with gain ≥ {settings.min_positive_gain} "
-                                    f"and {settings.negatives} negatives in the first stage's top {settings.depth}")
-    titles = dict(zip(data.catalog.ids, data.catalog.titles(data.catalog.ids)))
-    cross = CrossEncoder.pretrained(start, settings.max_length).train()   # from_pretrained gives eval mode: dropout on for training
-    drawn = _drawn_groups(groups, titles, settings, seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"   # where Lightning trains (devices=1)
-    def collate(part): return (*cross.batches([q for qs, _, _ in part for q in qs], [t for _, ts, _ in part for t in ts], device),
-                               torch.from_numpy(np.stack([t for *_, t in part])))
-    loader = torch.utils.data.DataLoader(drawn, batch_size=settings.batch_queries, collate_fn=collate)
-    precision = training_precision(settings, device == "cuda")   # the bi-encoder's rule
-    module = RerankModule(cross, settings, settings.steps)
-    trainer = pl.Trainer(max_steps=settings.steps, max_epochs=1, precision=precision, gradient_clip_val=1.0, devices=1,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
-                         callbacks=list(callbacks), default_root_dir=str(out_dir))
-    began = time.perf_counter()
-    trainer.fit(module, loader)
-    seconds = time.perf_counter() - began
-    pairs = trainer.global_step * settings.batch_queries * (1 + settings.negatives)
-    info = {"first_stage": first_name, "score_span": settings.top_n if settings.first_score else None, "signature": signature, "steps": trainer.global_step,
-            "training_queries": len(groups), "seconds": round(seconds, 1), "pairs_per_second": round(pairs / max(seconds, 1e-9), 1),
-            "precision": precision, "final_loss": float(np.mean(module.losses[-50:])), "first_loss": float(np.mean(module.losses[:10]))}
-    cross = cross.cpu().eval()
-    with atomic_path(target) as tmp: cross.save(tmp, info)
-    return cross
 
 # %% ../../nbs/train/15c_rerank.ipynb #16df1668
 ONNX_FILE = "cross.onnx"
