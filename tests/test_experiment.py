@@ -31,7 +31,7 @@ def test_bad_parameters_are_all_listed_before_any_compute(tmp_path):
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "default"
-    out = recnb("run", "params/default.yaml", "--run-dir", run_dir, *SMALL, "--set", "tracker=offline",
+    out = recnb("run", "params/default.yaml", "--run-dir", run_dir, *SMALL, "--set", "tracker=offline", "--set", "train.lr=3e-5",
                 env={"WANDB_MODE": "offline"})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return run_dir
@@ -50,6 +50,8 @@ def test_papermill_run_writes_the_run_directory(first_run):
     assert set(manifest["seconds"]) >= {"data", "baselines", "train", "index", "evaluate"}
     assert list((first_run / "wandb").glob("offline-run-*")), "the offline wandb run is in the run directory"
     assert (first_run / "model" / "model.safetensors").exists()
+    from recnb.params import load_params
+    assert load_params(first_run / "params.yaml").train.lr == 3e-5   # `--set` as the help writes it reaches the kernel a number
     import nbformat
     nb = nbformat.read(first_run / "executed.ipynb", as_version=4)
     tags = [c.metadata.get("tags", []) for c in nb.cells]

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 import pandas as pd
+import yaml
 from pydantic import Field
 from ..config import atomic_path, write_json, write_yaml
 from ..names import MODEL_RANKERS
@@ -92,7 +93,7 @@ def run_with_papermill(
     cmd = [sys.executable, "-m", "papermill", str(experiment_notebook()), str(run_dir / "executed.ipynb"),
            "-k", kernel or load_settings().kernel_name, "-p", "params_file", str(Path(params_file).resolve()),
            "-p", "run_dir", str(run_dir), "--cwd", str(run_dir)]
-    if overrides: cmd += ["-y", json.dumps({"overrides": overrides})]
+    if overrides: cmd += ["-y", yaml.safe_dump({"overrides": overrides})]   # YAML as papermill reads it: JSON's 5e-05 would be a string
     if log_output: cmd.append("--log-output")
     env = {**os.environ, **settings_environment(), "PYTHONUNBUFFERED": "1"}  # the kernel runs in run_dir: same settings
     return subprocess.run(cmd, stdout=stdout, stderr=subprocess.STDOUT if stdout else None, env=env).returncode
